@@ -1,0 +1,5 @@
+import sys
+
+from clip2scene_core.cli import main
+
+sys.exit(main())

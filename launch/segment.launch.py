@@ -1,0 +1,51 @@
+"""Start the clip2scene segmentation node with config/segment.yaml.
+
+    ros2 launch clip2scene_ros segment.launch.py checkpoint:=/path/model.pt device:=cuda \
+        points:=/lidar_top segmented_points:=/clip2scene/points
+
+Every parameter's default lives in config/segment.yaml (params_file:= selects another file); the
+launch arguments below override the most common ones and remap the topics.
+"""
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "clip2scene_ros"
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = str(Path(get_package_share_directory(PACKAGE)) / "config" / "segment.yaml")
+    arguments = [
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="ROS parameter file for the node"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="clip2scene checkpoint (.pt); empty = the one in params_file"),
+        DeclareLaunchArgument("device", default_value="auto", description="auto | cuda | cpu"),
+        DeclareLaunchArgument("points", default_value="points", description="input PointCloud2 topic"),
+        DeclareLaunchArgument("segmented_points", default_value="segmented_points",
+                              description="output PointCloud2 topic"),
+        DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
+    ]
+    return LaunchDescription(arguments + [OpaqueFunction(function=node_with_overrides)])
+
+
+def node_with_overrides(context):
+    """The node, with launch arguments that were given overriding the parameter file."""
+    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    overrides = {"device": value("device")}
+    if value("checkpoint"):
+        overrides["checkpoint"] = value("checkpoint")
+    return [Node(
+        package=PACKAGE,
+        executable="clip2scene_segment",
+        name="clip2scene_segment",
+        namespace=value("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[value("params_file"), overrides],
+        remappings=[("points", value("points")), ("segmented_points", value("segmented_points"))],
+    )]
