@@ -1,0 +1,178 @@
+"""Pictures of frames: camera images with projected points, a bird's-eye view, a class legend.
+
+Panels are separate functions that draw on a matplotlib ``Axes`` and take per-point RGB colours, so
+the same pieces show ground truth, predictions or prediction-vs-truth errors. ``save_frame_png``
+puts them together for one frame. Rendering uses the Agg canvas directly (no pyplot state), so it
+works headless and from any thread.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .frame import Camera, Frame
+from .geometry import project_points_to_image
+
+IGNORE_COLOR = np.array([0.6, 0.6, 0.6])
+# Label c (1-based) gets PALETTE[(c - 1) % len(PALETTE)]; label 0 (ignore) is grey.
+PALETTE = np.array(
+    [
+        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+        [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+        [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [0, 0, 0],
+    ],
+    dtype=np.float64,
+) / 255.0
+
+
+def label_colors(labels: np.ndarray) -> np.ndarray:
+    """Fixed colour of each label: labels (N,) int (0 = ignore) -> (N, 3) float RGB in [0, 1]."""
+    labels = np.asarray(labels, dtype=np.int64)
+    colors = PALETTE[(labels - 1) % len(PALETTE)]
+    colors[labels <= 0] = IGNORE_COLOR
+    return colors
+
+
+def height_colors(points: np.ndarray) -> np.ndarray:
+    """Colours for unlabelled points by height: points (N, 3) metres -> (N, 3) float RGB."""
+    z = points[:, 2]
+    low, high = np.percentile(z, [2, 98]) if len(z) else (0.0, 1.0)
+    return colormaps["viridis"](np.clip((z - low) / max(high - low, 1e-6), 0, 1))[:, :3]
+
+
+def draw_camera_overlay(
+    ax, camera: Camera, points: np.ndarray, colors: np.ndarray, point_size: float = 2.0, **projection
+) -> None:
+    """Draw a camera image with the points that project into it, nearer points on top.
+
+    points: (N, 3) metres, LiDAR frame; colors: (N, 3) float RGB in [0, 1]; ``projection`` options go
+    to :func:`project_points_to_image` (min_depth, occlusion, ...).
+    """
+    ax.imshow(camera.image, extent=(0, camera.width, camera.height, 0), interpolation="bilinear")
+    size = (camera.height, camera.width)
+    hit = project_points_to_image(points, camera.K, camera.lidar_to_camera, size, **projection)
+    order = np.argsort(-hit.depth)
+    ax.scatter(
+        hit.pixels[order, 0], hit.pixels[order, 1], c=colors[hit.indices[order]], s=point_size, linewidths=0
+    )
+    ax.set_xlim(0, camera.width)
+    ax.set_ylim(camera.height, 0)
+    ax.set_title(camera.name, fontsize=9)
+    ax.set_axis_off()
+
+
+def draw_bev(
+    ax, points: np.ndarray, colors: np.ndarray, extent: Optional[float] = None, point_size: float = 0.5
+) -> None:
+    """Draw a bird's-eye view (x right, y up) of points, the sensor origin marked by a triangle.
+
+    points: (N, 3) metres; colors: (N, 3) float RGB; extent: half-width of a view centred on the
+    sensor, metres (None = fit the 1st..99th percentile of x and y, so a few far returns do not
+    shrink the scene and indoor scans away from the origin fill the panel).
+    """
+    if extent is not None:
+        centre, half = np.zeros(2), float(extent)
+    elif len(points):
+        low, high = np.percentile(points[:, :2], [1, 99], axis=0)
+        centre, half = (low + high) / 2, max(float(np.max(high - low)) / 2 * 1.05, 1.0)
+    else:
+        centre, half = np.zeros(2), 1.0
+    order = np.argsort(points[:, 2])  # higher points drawn last, as seen from above
+    ax.scatter(points[order, 0], points[order, 1], c=colors[order], s=point_size, linewidths=0)
+    ax.plot([0], [0], marker="^", color="black", markersize=6)
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] - half, centre[1] + half)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)", fontsize=8)
+    ax.set_ylabel("y (m)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title("bird's-eye view", fontsize=9)
+
+
+def legend_handles(labels: np.ndarray, class_names: Sequence[str]) -> list[Line2D]:
+    """Legend entries (coloured markers) for the labels present, named by ``class_names[c - 1]``."""
+    handles = []
+    for label in np.unique(np.asarray(labels, dtype=np.int64)):
+        if label <= 0:
+            name = "ignore"
+        else:
+            name = class_names[label - 1] if label <= len(class_names) else f"label {label}"
+        color = label_colors(np.array([label]))[0]
+        handles.append(Line2D([], [], marker="o", linestyle="", color=color, markersize=7, label=name))
+    return handles
+
+
+def frame_figure(
+    frame: Frame,
+    labels: Optional[np.ndarray] = None,
+    class_names: Optional[Sequence[str]] = None,
+    max_cameras: int = 6,
+    title: Optional[str] = None,
+) -> Figure:
+    """Figure of a frame: up to ``max_cameras`` camera overlays (3 per row), a bird's-eye view and a
+    legend. labels: (N,) int in the frame's label space (default ``frame.labels``); without labels
+    points take ``frame.colors`` or a height colour map and the legend is left out."""
+    labels = frame.labels if labels is None else np.asarray(labels)
+    if labels is not None and len(labels) != frame.num_points:
+        raise ValueError(f"{len(labels)} labels for a frame of {frame.num_points} points")
+    class_names = tuple(frame.class_names if class_names is None else class_names)
+    if labels is not None:
+        colors = label_colors(labels)
+    elif frame.colors is not None:
+        colors = frame.colors.astype(np.float64)
+    else:
+        colors = height_colors(frame.points)
+
+    cameras = frame.cameras[:max_cameras]
+    columns = min(3, len(cameras))
+    rows = math.ceil(len(cameras) / 3)
+    cell_width = 5.0
+    cell_height = max((cell_width * c.height / c.width for c in cameras), default=0.0)
+    cameras_height = rows * (cell_height + 0.3)
+    bev_size = max(cameras_height, 6.0)
+    figure_width = columns * cell_width + bev_size
+    handles = legend_handles(labels, class_names) if labels is not None else []
+    legend_columns = max(1, min(len(handles), int(figure_width / 1.6)))
+    legend_height = 0.3 + 0.25 * math.ceil(len(handles) / legend_columns)
+    title_height = 0.35 if title else 0.0
+    figure = Figure(figsize=(figure_width, title_height + bev_size + legend_height))
+    FigureCanvasAgg(figure)
+    header, body, footer = figure.subfigures(3, 1, height_ratios=[title_height, bev_size, legend_height])
+    if title:
+        header.text(0.5, 0.5, title, ha="center", va="center", fontsize=10)
+    if cameras:
+        left, right = body.subfigures(1, 2, width_ratios=[columns * cell_width, bev_size])
+        left.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.94, wspace=0.04, hspace=0.15)
+        for i, camera in enumerate(cameras):
+            draw_camera_overlay(left.add_subplot(rows, columns, i + 1), camera, frame.points, colors)
+    else:
+        right = body
+    right.subplots_adjust(left=0.14, right=0.96, bottom=0.09, top=0.94)
+    draw_bev(right.add_subplot(1, 1, 1), frame.points, colors)
+    if handles:
+        footer.legend(handles=handles, loc="center", ncol=legend_columns, fontsize=8, frameon=False)
+    return figure
+
+
+def save_frame_png(
+    frame: Frame,
+    path: Union[str, Path],
+    labels: Optional[np.ndarray] = None,
+    class_names: Optional[Sequence[str]] = None,
+    max_cameras: int = 6,
+    dpi: int = 80,
+) -> Path:
+    """Write :func:`frame_figure` of ``frame`` to a PNG at ``path`` (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = frame_figure(frame, labels, class_names, max_cameras, title=frame.frame_id or None)
+    figure.savefig(path, dpi=dpi)
+    return path
