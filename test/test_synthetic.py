@@ -1,0 +1,317 @@
+"""The synthetic world: deterministic scenes, consistent sensors, a teacher with MaskCLIP-like errors,
+and a disk layout that reads back into identical frames."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from clip2scene_core.cli import main as cli_main
+from clip2scene_core.data import open_dataset
+from clip2scene_core.data.labels import SYNTHETIC_CLASSES
+from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticWorld
+from clip2scene_core.data.synthetic_render import (
+    CameraConfig, LidarConfig, camera_candidates, camera_intrinsics, camera_ray_directions, camera_to_ego,
+    cast_rays, lidar_candidates, lidar_ray_directions, lidar_to_ego, with_ground,
+)
+from clip2scene_core.data.synthetic_teacher import (
+    TeacherConfig, apply_systematic_bias, confuse_regions, patch_vote_labels, simulate_teacher_labels,
+    simulated_pixel_features,
+)
+from clip2scene_core.geometry import project_points_to_image, transform_points
+
+LABEL = {name: i + 1 for i, name in enumerate(SYNTHETIC_CLASSES)}
+# The default world (the teacher's accuracy is defined at 224 x 416).
+FULL = SyntheticConfig()
+# Small everything, for tests that only need consistency.
+SMALL = SyntheticConfig(lidar=LidarConfig(azimuth_steps=256), num_sweeps=2,
+                        cameras=dataclasses.replace(CameraConfig(), image_size=(64, 128)))
+
+
+@pytest.fixture(scope="module")
+def world() -> SyntheticWorld:
+    return SyntheticWorld(FULL, seed=0, frames_per_scene=2)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list:
+    dataset = SyntheticDataset(seed=0, num_scenes=1, frames_per_scene=2, config=FULL)
+    return [dataset[0], dataset[1]]
+
+
+def assert_frames_equal(a, b) -> None:
+    for name in ("points", "intensity", "labels", "lidar_to_ego", "ego_to_world"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert (a.timestamp, a.frame_id, a.class_names) == (b.timestamp, b.frame_id, b.class_names)
+    assert len(a.cameras) == len(b.cameras) and len(a.sweeps) == len(b.sweeps)
+    for x, y in zip(a.cameras, b.cameras):
+        assert (x.name, x.timestamp) == (y.name, y.timestamp)
+        for name in ("image", "K", "lidar_to_camera", "labels", "teacher_labels"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+    for x, y in zip(a.sweeps, b.sweeps):
+        assert x.timestamp == y.timestamp
+        for name in ("points", "intensity", "labels", "lidar_to_ego", "ego_to_world"):
+            np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
+
+
+def write_small_config(folder):
+    """SMALL as a JSON file for `clip2scene synth --config`."""
+    path = folder / "small.json"
+    path.write_text(json.dumps(SMALL.to_dict()))
+    return path
+
+
+def test_same_seed_gives_identical_frames_in_any_order_and_other_seeds_differ():
+    alone = SyntheticDataset(seed=3, num_scenes=2, frames_per_scene=2, config=SMALL)[3]
+    in_order = SyntheticDataset(seed=3, num_scenes=2, frames_per_scene=2, config=SMALL)
+    in_order[2]
+    assert_frames_equal(alone, in_order[3])
+    other = SyntheticDataset(seed=4, num_scenes=2, frames_per_scene=2, config=SMALL)[3]
+    assert len(other.points) != len(alone.points) or not np.array_equal(other.points, alone.points)
+
+
+def test_every_class_appears_in_the_points_and_the_pixels(frames):
+    frame = frames[0]
+    everything = set(range(1, len(SYNTHETIC_CLASSES) + 1))
+    assert set(np.unique(frame.labels)) == everything
+    pixels = set().union(*(np.unique(camera.labels) for camera in frame.cameras))
+    assert everything <= pixels
+    assert frame.intensity.min() >= 0 and frame.intensity.max() <= 255
+    assert frame.class_names == SYNTHETIC_CLASSES
+
+
+def test_frame_carries_three_cameras_with_maskclip_image_size_and_a_full_sensor_chain(frames):
+    frame = frames[1]
+    assert [camera.name for camera in frame.cameras] == ["CAM_FRONT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
+    for camera in frame.cameras:
+        assert camera.image.shape == (224, 416, 3) and camera.teacher_labels.shape == (224, 416)
+        assert camera.teacher_labels.min() >= 1 and camera.teacher_labels.max() <= len(SYNTHETIC_CLASSES)
+    # The LiDAR sees everything around the ego within range.
+    assert 0.75 < np.linalg.norm(frame.points[:, :2], axis=1).max() / FULL.lidar.max_range_m <= 1.01
+
+
+def test_camera_labels_agree_with_lidar_labels_where_unoccluded_points_project(frames, world):
+    frame = frames[1]
+    agreements = []
+    for index, camera in enumerate(frame.cameras):
+        projection = project_points_to_image(frame.points, camera.K, camera.lidar_to_camera,
+                                             (camera.height, camera.width))
+        cols, rows = np.floor(projection.pixels).astype(np.int64).T
+        # Unoccluded: the point lies on the surface the camera sees at its pixel.
+        rendered = world.render_view(0, 1, index).depth[rows, cols]
+        visible = np.abs(projection.depth - rendered) < 0.05 * rendered + 0.2
+        assert visible.mean() > 0.8
+        point_labels = frame.labels[projection.indices[visible]]
+        agreements.append(np.mean(point_labels == camera.labels[rows[visible], cols[visible]]))
+    assert min(agreements) > 0.9, agreements
+
+
+def test_teacher_pixel_accuracy_is_about_half(frames):
+    accuracies = [np.mean((camera.teacher_labels == camera.labels)[camera.labels > 0])
+                  for frame in frames for camera in frame.cameras]
+    assert 0.35 < np.mean(accuracies) < 0.65, accuracies
+
+
+def view_inputs(world: SyntheticWorld, frame: int = 1, camera: int = 0):
+    view = world.render_view(0, frame, camera)
+    return view.labels, view.object_ids, view.points
+
+
+def teacher_map(inputs, config: TeacherConfig, view_key=(0, 0, 1, 0)) -> np.ndarray:
+    """The simulated teacher on one rendered view of scene 0 of seed 0."""
+    return simulate_teacher_labels(*inputs, config, SYNTHETIC_CLASSES, view_key, (0, 0))
+
+
+def test_region_confusions_relabel_whole_objects_to_confusable_classes(world):
+    labels, object_ids, points = inputs = view_inputs(world)
+    config = TeacherConfig(confusion_probability=1.0, systematic=(), patch_size_px=1)
+    teacher = teacher_map(inputs, config)
+    partners = {LABEL[name]: {LABEL[other] for other in others} for name, others in config.confusions}
+    for label in np.unique(labels[labels > 0]):
+        assert set(np.unique(teacher[labels == label])) <= partners[label]
+    for object_id in np.unique(object_ids[np.isin(labels, [LABEL["car"], LABEL["truck"]])]):
+        assert len(np.unique(teacher[object_ids == object_id])) == 1  # a whole object flips together
+    assert np.all(teacher[labels == LABEL["car"]] == LABEL["truck"])
+
+
+def test_systematic_bias_sees_a_fixed_third_of_terrain_as_vegetation(world):
+    labels, _, _ = inputs = view_inputs(world, camera=1)
+    config = TeacherConfig(confusion_probability=0.0, patch_size_px=1)
+    terrain = labels == LABEL["terrain"]
+    assert terrain.sum() > 1000
+    teacher = teacher_map(inputs, config)
+    np.testing.assert_array_equal(teacher, teacher_map(inputs, config, (0, 0, 2, 2)))  # any frame, camera
+    assert np.all(teacher[~terrain & (labels > 0)] == labels[~terrain & (labels > 0)])
+    assert set(np.unique(teacher[terrain])) == {LABEL["terrain"], LABEL["vegetation"]}
+    # A fixed spatial subset: about 30 % of a large terrain area, by world cell.
+    grid = np.stack(np.meshgrid(np.arange(0, 60, 0.5), np.arange(0, 60, 0.5), [0.2], indexing="ij"), -1)
+    flat = np.full(grid.shape[:2], LABEL["terrain"])
+    biased = apply_systematic_bias(flat, flat, grid.reshape(*flat.shape, 3), config, SYNTHETIC_CLASSES,
+                                   (0, 0))
+    assert 0.2 < np.mean(biased == LABEL["vegetation"]) < 0.4
+
+
+def test_boundary_bleed_errors_lie_within_a_patch_of_an_edge(world):
+    labels, _, _ = inputs = view_inputs(world)
+    config = TeacherConfig(confusion_probability=0.0, systematic=())
+    teacher = teacher_map(inputs, config)
+    wrong = (teacher != labels) & (labels > 0)
+    assert 0.01 < wrong[labels > 0].mean() < 0.15
+    # Distance to the nearest label edge, in pixels (edges between labelled classes or sky).
+    edges = np.zeros_like(labels, dtype=bool)
+    edges[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edges[1:, :] |= labels[1:, :] != labels[:-1, :]
+    edge_tree = cKDTree(np.argwhere(edges))
+    distance, _ = edge_tree.query(np.argwhere(wrong))
+    assert distance.max() <= 2 * config.patch_size_px
+
+
+def test_patch_votes_are_upsampled_bilinearly_like_torch_interpolate():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.repeat(rng.integers(0, 4, (3, 5)), 16, 0), 16, 1)
+    labels[5:20, 30:33] = 2  # a thin object inside other patches
+    out = patch_vote_labels(labels, 3, 16, unlabelled=1)
+    votes = torch.zeros(1, 3, 3, 5, dtype=torch.float64)
+    for c in range(1, 4):
+        votes[0, c - 1] = torch.from_numpy((labels == c).reshape(3, 16, 5, 16).mean(axis=(1, 3)))
+    up = torch.nn.functional.interpolate(votes, size=labels.shape, mode="bilinear", align_corners=False)[0]
+    expected = np.where(up.amax(0).numpy() > 0, up.argmax(0).numpy() + 1, 1)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_confusions_are_drawn_independently_per_frame_and_camera():
+    rng = np.random.default_rng(0)
+    regions = rng.integers(0, 1 << 40, 2000)
+    labels = np.full(2000, LABEL["car"])
+    config = TeacherConfig(confusion_probability=0.5)
+
+    def confused(view_key):
+        return confuse_regions(labels, regions, config, SYNTHETIC_CLASSES, view_key)
+
+    first = confused((0, 0, 5, 0))
+    np.testing.assert_array_equal(first, confused((0, 0, 5, 0)))
+    other_camera, other_frame = confused((0, 0, 5, 1)), confused((0, 0, 6, 0))
+    assert 0.4 < np.mean(first == LABEL["truck"]) < 0.6
+    for other in (other_camera, other_frame):
+        assert 0.4 < np.mean(first != other) < 0.6  # independent draws disagree half the time
+
+
+def test_sweeps_are_earlier_scans_whose_poses_register_static_structure(frames):
+    frame = frames[1]
+    assert len(frame.sweeps) == FULL.num_sweeps
+    gaps = np.diff([frame.timestamp] + [sweep.timestamp for sweep in frame.sweeps])
+    np.testing.assert_array_equal(gaps, -int(FULL.frame_interval_s * 1e9))
+    # Poles and trees: static, and round, so a wrong pose cannot slide them along themselves.
+    static = [LABEL["pole"], LABEL["vegetation"]]
+    key_world = transform_points(frame.points[np.isin(frame.labels, static)].astype(np.float64),
+                                 frame.lidar_to_world)
+    tree = cKDTree(key_world)
+    sweep = frame.sweeps[1]
+    sweep_static = sweep.points[np.isin(sweep.labels, static)].astype(np.float64)
+    registered, _ = tree.query(transform_points(sweep_static, sweep.ego_to_world @ sweep.lidar_to_ego))
+    unregistered, _ = tree.query(transform_points(sweep_static, frame.lidar_to_world))
+    assert np.median(registered) < 0.15
+    assert np.median(unregistered) > 3 * np.median(registered)
+
+
+def test_synth_command_writes_a_folder_that_reads_back_identical_picklable_frames(tmp_path):
+    out = tmp_path / "world"
+    assert cli_main(["synth", "--out", str(out), "--scenes", "1", "--frames-per-scene", "2", "--seed", "5",
+                     "--config", str(write_small_config(tmp_path))]) == 0
+    stored = open_dataset("synthetic", out)
+    generated = SyntheticDataset(seed=5, num_scenes=1, frames_per_scene=2, config=SMALL)
+    assert len(stored) == len(generated) == 2 and stored.config == SMALL
+    for index in range(2):
+        assert_frames_equal(stored[index], generated[index])
+    for dataset in (stored, generated):  # DataLoader workers receive pickled datasets
+        assert_frames_equal(pickle.loads(pickle.dumps(dataset))[1], generated[1])
+    assert cli_main(["synth", "--out", str(out), "--scenes", "1"]) == 2  # refuses to overwrite
+
+
+def test_config_round_trips_through_json_and_rejects_unknown_fields():
+    config = SyntheticConfig(teacher=TeacherConfig(confusion_probability=0.1), num_sweeps=3)
+    assert SyntheticConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="lidar.*beamz"):
+        SyntheticConfig.from_dict({"lidar": {"beamz": 3}}, "my.yaml")
+
+
+def test_bad_folders_raise_errors_naming_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        SyntheticDataset(tmp_path)
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="meta.json"):
+        SyntheticDataset(tmp_path)
+    out = tmp_path / "world"
+    assert cli_main(["synth", "--out", str(out), "--scenes", "1", "--frames-per-scene", "1",
+                     "--config", str(write_small_config(tmp_path))]) == 0
+    with pytest.raises(ValueError, match="seed=9 conflicts"):
+        SyntheticDataset(out, seed=9)
+    frame_file = out / "scene_0000" / "frame_0000.npz"
+    arrays = dict(np.load(frame_file))
+    del arrays["camera1_teacher_labels"]
+    np.savez(frame_file, **arrays)
+    with pytest.raises(ValueError, match="frame_0000.npz.*camera1_teacher_labels"):
+        SyntheticDataset(out)[0]
+    (out / "scene_0000" / "scan_0001.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="scan_0001.npz"):
+        SyntheticDataset(out, with_cameras=False)[0]
+    frame_file.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="frame_0000.npz"):
+        SyntheticDataset(out)[0]
+    with pytest.raises(IndexError):
+        SyntheticDataset(out)[1]
+
+
+def test_simulated_pixel_features_are_noisy_unit_text_embeddings():
+    text = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
+    text = torch.nn.functional.normalize(text, dim=1)
+    classes = torch.tensor([1, 4, 4, 2])
+    exact = simulated_pixel_features(classes, text, 0.0)
+    torch.testing.assert_close(exact, text[classes - 1])
+    noisy = simulated_pixel_features(classes, text, 3.0, torch.Generator().manual_seed(1))
+    again = simulated_pixel_features(classes, text, 3.0, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noisy, again)
+    torch.testing.assert_close(noisy.norm(dim=1), torch.ones(4))
+    assert 0.1 < float((noisy * text[classes - 1]).sum(1).mean()) < 0.6
+    with pytest.raises(ValueError, match="1..4"):
+        simulated_pixel_features(torch.tensor([0, 1]), text, 1.0)
+
+
+def brute_force_pairs(num_primitives: int, num_rays: int):
+    """Every primitive (but the ground, last) against every ray."""
+    primitives = np.arange(num_primitives - 1)
+    return np.repeat(primitives, num_rays), np.tile(np.arange(num_rays), len(primitives))
+
+
+def test_culling_finds_the_same_hits_as_testing_every_primitive_against_every_ray(world):
+    scene = world.scene(0)
+    primitives = with_ground(scene.primitives)
+    pose = scene.ego_to_street(0.3)
+    lidar = LidarConfig(beams=12, azimuth_steps=180)
+    lidar_pose = pose @ lidar_to_ego(lidar)
+    dirs = lidar_ray_directions(lidar, 0.01) @ lidar_pose[:3, :3].T
+    elevations = np.radians(np.linspace(*lidar.elevation_deg, lidar.beams))
+    culled = lidar_candidates(primitives, np.linalg.inv(lidar_pose), elevations, 0.01, lidar.azimuth_steps,
+                              70.0)
+    for rig in FULL.cameras.rigs:
+        camera_pose = pose @ camera_to_ego(rig)
+        K = camera_intrinsics(rig, (224, 416)) / 8.0
+        K[2, 2] = 1.0
+        camera_dirs = camera_ray_directions(K, (28, 52)) @ camera_pose[:3, :3].T
+        camera_culled = camera_candidates(primitives, np.linalg.inv(camera_pose), K, (28, 52), 100.0)
+        every = brute_force_pairs(len(primitives), len(camera_dirs))
+        full = cast_rays(primitives, camera_pose[:3, 3], camera_dirs, *every, 100.0)
+        fast = cast_rays(primitives, camera_pose[:3, 3], camera_dirs, *camera_culled, 100.0)
+        np.testing.assert_array_equal(fast.primitive, full.primitive)
+        assert len(camera_culled[0]) < 0.1 * len(primitives) * len(camera_dirs)
+    every = brute_force_pairs(len(primitives), len(dirs))
+    full = cast_rays(primitives, lidar_pose[:3, 3], dirs, *every, 70.0)
+    fast = cast_rays(primitives, lidar_pose[:3, 3], dirs, *culled, 70.0)
+    np.testing.assert_array_equal(fast.primitive, full.primitive)
+    np.testing.assert_array_equal(fast.distance, full.distance)
+    assert fast.hit.mean() > 0.5 and len(culled[0]) < 0.1 * len(primitives) * len(dirs)
