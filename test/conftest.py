@@ -44,3 +44,48 @@ def rclpy_context(ros_env):
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny network in the offline MiniLM text space, saved as a checkpoint."""
+    import torch
+
+    from clip2scene_core.clip.text_encoders import minilm_spec
+    from clip2scene_core.data.labels import SYNTHETIC_CLASSES
+    from clip2scene_core.model import TINY_MODEL_CONFIG, build_model
+    from clip2scene_core.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    config = dict(TINY_MODEL_CONFIG, in_channels=1, text_dim=384)
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
+    save_checkpoint(path, model_config=config, state_dict=build_model(config).state_dict(),
+                    text_encoder=minilm_spec(), voxel_size=0.2, input_features=["intensity"],
+                    train_classes=list(SYNTHETIC_CLASSES), metrics={})
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random 3D network in the text space of a random open_clip ViT-S-32 saved to a file.
+
+    The file stands in for real CLIP weights: the text tower and the MaskCLIP image teacher (2D-3D
+    ensemble) load it, so every process that loads it has the same CLIP.
+    """
+    import open_clip
+    import torch
+
+    from clip2scene_core.clip.text_encoders import open_clip_spec
+    from clip2scene_core.model import TINY_MODEL_CONFIG, build_model
+    from clip2scene_core.train.checkpoint import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("clip_checkpoint")
+    torch.manual_seed(0)
+    weights = folder / "vit_s_32_random.pt"
+    torch.save(open_clip.create_model("ViT-S-32", pretrained=None).state_dict(), weights)
+    config = dict(TINY_MODEL_CONFIG, in_channels=1, text_dim=384)
+    path = folder / "tiny_clip_space.pt"
+    save_checkpoint(path, model_config=config, state_dict=build_model(config).state_dict(),
+                    text_encoder=open_clip_spec("ViT-S-32", str(weights)), voxel_size=0.2,
+                    input_features=["intensity"], train_classes=["road", "car", "tree"], metrics={})
+    return path

@@ -31,6 +31,7 @@ def ros_environment(log_dir: Path, domain_id: int) -> dict[str, str]:
         "AMENT_PREFIX_PATH": ament,
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
         "PYTHONUNBUFFERED": "1",
+        "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
     }
 
 

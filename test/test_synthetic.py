@@ -81,7 +81,7 @@ def test_every_class_appears_in_the_points_and_the_pixels(frames):
     assert set(np.unique(frame.labels)) == everything
     pixels = set().union(*(np.unique(camera.labels) for camera in frame.cameras))
     assert everything <= pixels
-    assert frame.intensity.min() >= 0 and frame.intensity.max() <= 255
+    assert frame.intensity.min() >= 0 and frame.intensity.max() <= 1.0 and frame.intensity.max() > 0.2
     assert frame.class_names == SYNTHETIC_CLASSES
 
 

@@ -16,7 +16,7 @@ frames. On-disk layout (``S`` = num_sweeps, ``F`` = frames per scene; ``.npz`` =
                                     "frames_per_scene", "class_names", "config": SyntheticConfig}
                                    written last: a folder without it is incomplete
     DIR/scene_0000/scan_0000.npz   one LiDAR scan: points (N, 3) float32 LiDAR frame, intensity (N,)
-                                   float32 0..255, labels (N,) int64, timestamp () int64 ns,
+                                   float32 0..1, labels (N,) int64, timestamp () int64 ns,
                                    lidar_to_ego (4, 4), ego_to_world (4, 4). Scans 0..S-1 are the
                                    pre-roll; frame i's own scan is scan S+i (S+F scans per scene)
     DIR/scene_0000/frame_0000.npz  scan () and sweep_scans (S,) int64: indices of the frame's scan

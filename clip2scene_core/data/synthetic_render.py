@@ -44,7 +44,7 @@ class LidarConfig:
     max_range_m: float = 70.0
     range_noise_m: float = 0.02  # standard deviation along the ray
     dropout: float = 0.03  # probability that a return is lost
-    intensity_noise: float = 6.0  # standard deviation, intensity units
+    intensity_noise: float = 0.025  # standard deviation, intensity units (0..1, as Frame requires)
     mount_xyz: tuple[float, float, float] = (0.94, 0.0, 1.84)
     mount_yaw_deg: float = -90.0
 
@@ -496,7 +496,7 @@ def scan_lidar(scene: Scene, primitives: Primitives, lidar_to_street: np.ndarray
                rng: np.random.Generator):
     """One instantaneous LiDAR scan of ``primitives`` (already moved to the scan time).
 
-    Returns ``points`` (N, 3) float32 metres in the LiDAR frame, ``intensity`` (N,) float32 0..255
+    Returns ``points`` (N, 3) float32 metres in the LiDAR frame, ``intensity`` (N,) float32 0..1
     and ``labels`` (N,) int64 in 1..C, ordered azimuth-major (as a spinning sensor emits them).
     Range noise, dropouts and intensity noise come from ``rng``.
     """
@@ -523,7 +523,7 @@ def scan_lidar(scene: Scene, primitives: Primitives, lidar_to_street: np.ndarray
                             scene.lane_lines)
     incidence = np.abs((hits.normals[keep_index] * dirs[keep_index]).sum(1))
     brightness = everything.reflectivity[index] * (0.3 + 0.7 * incidence) * (0.5 + albedo.mean(1))
-    intensity = np.clip(255.0 * brightness + intensity_noise[keep_index], 0.0, 255.0)
+    intensity = np.clip(brightness + intensity_noise[keep_index], 0.0, 1.0)
     ranges = hits.distance[keep_index] + noise[keep_index]
     points = local_dirs[keep_index] * ranges[:, None]
     return points.astype(np.float32), intensity.astype(np.float32), everything.label[index]

@@ -1,0 +1,290 @@
+"""Inference API: label every LiDAR point with a class from a list given at run time.
+
+The ROS node, the rosbag2 evaluator and the demo all call `Segmenter`. A class list lives in a
+`ClassSpace` (names + text embeddings + version); changing classes only re-encodes text, and a
+`segment` call uses one `ClassSpace` from start to end, so a concurrent swap never mixes two lists
+in one result.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from clip2scene_core.frame import Camera, Frame
+from clip2scene_core.geometry import project_points_to_image
+from clip2scene_core.inputs import point_features, sparse_input
+from clip2scene_core.model import build_model
+from clip2scene_core.train.checkpoint import load_checkpoint
+
+LOGGER = logging.getLogger(__name__)
+
+#: Label of a point whose best score is below the threshold (or that could not be processed).
+UNKNOWN_LABEL = 0xFFFF
+MAX_CLASSES = 1024
+MAX_CLASS_NAME_LENGTH = 128
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda``/``cuda:N``/``cpu`` checked for availability."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if resolved.type not in ("cuda", "cpu"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return resolved
+
+
+def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Return the cleaned class list or raise ValueError saying what is wrong with it."""
+    if isinstance(names, str):
+        raise ValueError("class names must be a list of strings, not one string")
+    cleaned = tuple(str(name).strip() for name in names)
+    if not cleaned:
+        raise ValueError("class list is empty")
+    if len(cleaned) > MAX_CLASSES:
+        raise ValueError(f"class list has {len(cleaned)} names; at most {MAX_CLASSES} are allowed")
+    for name in cleaned:
+        if not name:
+            raise ValueError("class list contains an empty name")
+        if len(name) > MAX_CLASS_NAME_LENGTH:
+            raise ValueError(f"class name {name[:32]!r}... is longer than {MAX_CLASS_NAME_LENGTH} characters")
+    duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"class list has duplicates: {duplicates}")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class ClassSpace:
+    """A class list with its text embeddings; immutable, swapped as a whole."""
+
+    names: tuple[str, ...]
+    embeddings: torch.Tensor  # (C, D) L2-normalised, on the segmenter's device
+    version: int
+
+
+@dataclass
+class Segmentation:
+    """Per-point result of `Segmenter.segment`."""
+
+    labels: np.ndarray  # (N,) uint16: index into class_space.names, or UNKNOWN_LABEL
+    scores: np.ndarray  # (N,) float32: cosine similarity of the chosen class (0 for unknown)
+    class_space: ClassSpace
+    embeddings: Optional[np.ndarray] = None  # (N, D) float32, L2-normalised point embeddings
+    source: Optional[np.ndarray] = None  # (N,) uint8: 0 = 3D network, 1 = 2D teacher (ensemble)
+
+
+class Segmenter:
+    """Open-vocabulary LiDAR segmentation with a clip2scene checkpoint.
+
+    Args:
+        checkpoint: path of a ``clip2scene/1`` checkpoint, or an already loaded checkpoint dict.
+        class_names: initial class list; None = the checkpoint's training classes.
+        device: ``auto`` | ``cpu`` | ``cuda[:N]``.
+        score_threshold: points scoring below it get `UNKNOWN_LABEL` (-1 = off: cosine >= -1).
+        prompt_templates: templates with one ``{}``; None = the 85-template ensemble.
+        text_cache_dir: on-disk text-embedding cache folder; None = `default_text_cache_dir()`.
+        text_encoder: a `TextEncoder` to use instead of building the checkpoint's (it must be the
+            same text space: its ``spec`` must match the checkpoint's).
+        image_teacher: MaskCLIP teacher for the 2D-3D ensemble: a teacher object, ``"auto"`` to
+            build the checkpoint's own CLIP image tower (open_clip text spaces only), or None
+            (LiDAR only).
+    """
+
+    def __init__(self, checkpoint: Union[str, Path, dict], class_names: Optional[Sequence[str]] = None,
+                 device: str = "auto", score_threshold: float = -1.0,
+                 prompt_templates: Optional[Sequence[str]] = None,
+                 text_cache_dir: Optional[Union[str, Path]] = None, text_encoder: Any = None,
+                 image_teacher: Any = None) -> None:
+        from clip2scene_core.clip.text_encoders import build_text_encoder
+
+        state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        self.device = resolve_device(device)
+        self.voxel_size = float(state["voxel_size"])
+        self.input_features = list(state["input_features"])
+        self.train_classes = tuple(state["train_classes"])
+        self.text_spec = dict(state["text_encoder"])
+        self.model = build_model(state["model_config"])
+        self.model.load_state_dict(state["state_dict"])
+        self.model.to(self.device).eval()
+        if text_encoder is not None and not same_text_space(text_encoder.spec, self.text_spec):
+            raise ValueError(f"text encoder {text_encoder.spec} is not the checkpoint's text space "
+                             f"{self.text_spec}: embeddings from two spaces cannot be compared")
+        self.text_encoder = text_encoder or build_text_encoder(self.text_spec)
+        self.image_teacher = (build_image_teacher(self.text_spec, self.device)
+                              if isinstance(image_teacher, str) and image_teacher == "auto"
+                              else image_teacher)
+        self.score_threshold = float(score_threshold)
+        self.prompt_templates = tuple(prompt_templates) if prompt_templates else None
+        self.text_cache_dir = Path(text_cache_dir) if text_cache_dir else default_text_cache_dir()
+        self._lock = threading.Lock()
+        self._version = 0
+        self._space = self.encode_classes(class_names or self.train_classes)
+
+    # -- class lists ---------------------------------------------------------------------------
+    @property
+    def class_space(self) -> ClassSpace:
+        with self._lock:
+            return self._space
+
+    def encode_classes(self, class_names: Sequence[str],
+                       prompt_templates: Optional[Sequence[str]] = None) -> ClassSpace:
+        """Encode a class list without changing the active one (safe from any thread)."""
+        from clip2scene_core.clip.prompts import TEMPLATES, encode_classes
+
+        names = validate_class_names(class_names)
+        templates = tuple(prompt_templates or self.prompt_templates or TEMPLATES)
+        for template in templates:
+            if template.count("{}") != 1:
+                raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
+        embeddings = encode_classes(self.text_encoder, list(names), templates=list(templates),
+                                    cache_dir=self.text_cache_dir)
+        with self._lock:
+            self._version += 1
+            version = self._version
+        return ClassSpace(names, embeddings.to(self.device, torch.float32), version)
+
+    def set_class_space(self, space: ClassSpace) -> None:
+        """Atomically make ``space`` the active class list."""
+        with self._lock:
+            self._space = space
+
+    def set_classes(self, class_names: Sequence[str]) -> ClassSpace:
+        """Encode and activate a class list; returns the new `ClassSpace`."""
+        space = self.encode_classes(class_names)
+        self.set_class_space(space)
+        return space
+
+    # -- inference -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed(self, points: np.ndarray, intensity: Optional[np.ndarray] = None,
+              colors: Optional[np.ndarray] = None) -> torch.Tensor:
+        """Per-point L2-normalised embeddings from the 3D network (semantic head).
+
+        Args:
+            points: (N, 3) float32, metres, LiDAR frame.
+        Returns:
+            (N, D) float32 tensor on the segmenter's device.
+        """
+        features = point_features(self.input_features, len(points), intensity, colors)
+        xyz = torch.from_numpy(np.ascontiguousarray(points, np.float32)).to(self.device)
+        feats = torch.from_numpy(features).to(self.device)
+        sparse, inverse = sparse_input(xyz, feats, self.voxel_size)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            voxel_embeddings = self.model(sparse)["semantic"]
+        return torch.nn.functional.normalize(voxel_embeddings.float()[inverse], dim=1)
+
+    @torch.inference_mode()
+    def segment(self, points: np.ndarray, intensity: Optional[np.ndarray] = None,
+                colors: Optional[np.ndarray] = None, cameras: Sequence[Camera] = (),
+                class_space: Optional[ClassSpace] = None,
+                return_embeddings: bool = False) -> Segmentation:
+        """Label each point.
+
+        Args:
+            points: (N, 3) float32, metres, LiDAR frame; non-finite rows get `UNKNOWN_LABEL`.
+            intensity: (N,) float32 in [0, 1] or None.
+            colors: (N, 3) float32 in [0, 1] or None (indoor).
+            cameras: synchronised images for the 2D-3D ensemble (used only with an image teacher).
+            class_space: the class list to use; None = the active one (read once).
+            return_embeddings: also return (N, D) point embeddings.
+        """
+        space = class_space or self.class_space
+        points = np.asarray(points, np.float32)
+        count = len(points)
+        labels = np.full(count, UNKNOWN_LABEL, np.uint16)
+        scores = np.zeros(count, np.float32)
+        source = np.zeros(count, np.uint8)
+        embeddings_out = np.zeros((count, space.embeddings.shape[1]), np.float32) if return_embeddings else None
+        valid = np.isfinite(points).all(axis=1)
+        if not valid.any():
+            return Segmentation(labels, scores, space, embeddings_out, source)
+        keep = np.flatnonzero(valid)
+        sub = lambda a: None if a is None else np.asarray(a)[keep]  # noqa: E731
+        embeddings = self.embed(points[keep], sub(intensity), sub(colors))
+        similarity = embeddings @ space.embeddings.T  # (M, C) cosine
+        best_score, best = similarity.max(dim=1)
+        best_score, best = best_score.cpu().numpy(), best.cpu().numpy()
+        if cameras and self.image_teacher is not None:
+            best, best_score, from_2d = self._ensemble_with_cameras(points[keep], cameras, space,
+                                                                    best, best_score)
+            source[keep] = from_2d
+        confident = best_score >= self.score_threshold
+        labels[keep[confident]] = best[confident].astype(np.uint16)
+        scores[keep] = best_score
+        if embeddings_out is not None:
+            embeddings_out[keep] = embeddings.cpu().numpy()
+        return Segmentation(labels, scores, space, embeddings_out, source)
+
+    def segment_frame(self, frame: Frame, **kwargs) -> Segmentation:
+        """`segment` on a `Frame` (its cameras are used when ``use_cameras=True`` is passed)."""
+        use_cameras = kwargs.pop("use_cameras", False)
+        return self.segment(frame.points, frame.intensity, frame.colors,
+                            cameras=frame.cameras if use_cameras else (), **kwargs)
+
+    def _ensemble_with_cameras(self, points: np.ndarray, cameras: Sequence[Camera], space: ClassSpace,
+                               best: np.ndarray, best_score: np.ndarray):
+        """2D-3D ensemble (OpenScene-style): per point keep the more confident of 2D and 3D.
+
+        The 2D prediction of a point is the MaskCLIP pixel feature at its projection scored against
+        the class text embeddings; a point seen by several cameras keeps its most confident view.
+        """
+        best, best_score = best.copy(), best_score.copy()
+        from_2d = np.zeros(len(points), np.uint8)
+        for camera in cameras:
+            projection = project_points_to_image(points, camera.K, camera.lidar_to_camera,
+                                                 (camera.height, camera.width))
+            if len(projection.indices) == 0:
+                continue
+            dense = self.image_teacher.dense_features(camera.image[None])
+            pixel = self.image_teacher.sample(dense, torch.from_numpy(projection.pixels),
+                                              (camera.height, camera.width))
+            pixel = torch.nn.functional.normalize(pixel.to(self.device, torch.float32), dim=1)
+            score_2d, label_2d = (pixel @ space.embeddings.T).max(dim=1)
+            score_2d, label_2d = score_2d.cpu().numpy(), label_2d.cpu().numpy()
+            index = projection.indices
+            better = score_2d > best_score[index]
+            best[index[better]] = label_2d[better]
+            best_score[index[better]] = score_2d[better]
+            from_2d[index[better]] = 1
+        return best, best_score, from_2d
+
+
+def build_image_teacher(text_spec: dict, device: torch.device):
+    """The MaskCLIP teacher that shares a checkpoint's CLIP text space (for the 2D-3D ensemble)."""
+    if text_spec.get("kind") != "open_clip":
+        raise ValueError(
+            f"the 2D-3D ensemble needs a checkpoint in CLIP's text space (open_clip); this one uses "
+            f"{text_spec.get('kind')} {text_spec.get('name')!r}, which has no image tower")
+    from clip2scene_core.clip.teacher import MaskCLIPTeacher
+
+    return MaskCLIPTeacher(str(text_spec["name"]), str(text_spec["weights"]), device)
+
+
+def same_text_space(a: dict, b: dict) -> bool:
+    """True when two text-encoder specs describe the same embedding space.
+
+    Kind and model name must match; open_clip weights must match too (``openai`` and ``laion2b``
+    towers of one architecture are different spaces), compared by file name when given as paths,
+    since a checkpoint written on another machine names that machine's folders.
+    """
+    if (a.get("kind"), a.get("name")) != (b.get("kind"), b.get("name")):
+        return False
+    if a.get("kind") == "open_clip":
+        return Path(str(a.get("weights"))).name == Path(str(b.get("weights"))).name
+    return True
+
+
+def default_text_cache_dir() -> Path:
+    """``$CLIP2SCENE_CACHE/text`` or ``~/.cache/clip2scene/text``."""
+    import os
+
+    return Path(os.environ.get("CLIP2SCENE_CACHE", Path.home() / ".cache" / "clip2scene")) / "text"

@@ -1,0 +1,294 @@
+"""The segmentation node as a real process on loopback: labels, run-time class changes, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ros_harness import ROOT, RosProcess, spin_until
+
+TEMPLATES = ["a photo of a {}.", "a {} in the scene."]  # few templates keep text encoding quick
+FIRST_CLASSES = ["road", "car", "building", "vegetation"]
+SECOND_CLASSES = ["street", "automobile", "house", "tree", "person"]
+
+
+def make_cloud_columns(seed: int, count: int = 3000) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "x": rng.uniform(-20, 20, count).astype(np.float32),
+        "y": rng.uniform(-20, 20, count).astype(np.float32),
+        "z": rng.uniform(-2, 3, count).astype(np.float32),
+        "intensity": rng.random(count, dtype=np.float32),
+    }
+
+
+class NodeClient:
+    """Publishes clouds to the node, collects its outputs and talks to its parameter service."""
+
+    def __init__(self, context) -> None:
+        import rclpy
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import PointCloud2
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_msgs.msg import String
+
+        self.node = rclpy.create_node("node_test_client", context=context)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.publisher = self.node.create_publisher(PointCloud2, "points", reliable)
+        self.outputs: list = []
+        self.announcements: list[dict] = []
+        self.node.create_subscription(PointCloud2, "segmented_points", self.outputs.append, reliable)
+        self.node.create_subscription(
+            String, "class_names", lambda m: self.announcements.append(json.loads(m.data)), latched)
+        self.set_parameters = self.node.create_client(SetParameters, "/clip2scene_segment/set_parameters")
+        self.diagnostics: dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+
+    def wait_until_connected(self, process: RosProcess) -> None:
+        spin_until(self.executor, lambda: self.publisher.get_subscription_count() > 0
+                   and self.announcements and self.set_parameters.service_is_ready()
+                   or process.poll() is not None, 120, "the node to come up")
+        assert process.poll() is None, f"node exited early:\n{process.output()}"
+
+    def _on_diagnostics(self, message) -> None:
+        for status in message.status:
+            if "clip2scene_segment" in status.name:
+                self.diagnostics = {value.key: value.value for value in status.values}
+
+    def wait_for_counter(self, key: str, value: int, timeout: float = 30.0) -> None:
+        spin_until(self.executor, lambda: int(self.diagnostics.get(key, -1)) >= value, timeout,
+                   f"diagnostics {key} >= {value}")
+
+    def send(self, message, timeout: float = 60.0):
+        """Publish one cloud and return the node's output for it."""
+        before = len(self.outputs)
+        self.publisher.publish(message)
+        spin_until(self.executor, lambda: len(self.outputs) > before, timeout, "a segmented cloud")
+        return self.outputs[-1]
+
+    def set_class_names(self, names, wait: bool = True):
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(
+            parameters=[Parameter("class_names", Parameter.Type.STRING_ARRAY, list(names)).to_parameter_msg()])
+        future = self.set_parameters.call_async(request)
+        if not wait:
+            return future
+        spin_until(self.executor, future.done, 30, "the parameter service")
+        return future.result().results[0]
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def node_process(ros_env, tiny_checkpoint, tmp_path_factory):
+    """One node process for the module (starting one costs seconds)."""
+    logs = tmp_path_factory.mktemp("node")
+    argv = [sys.executable, "-m", "clip2scene_ros.segment_node", "--ros-args",
+            "--params-file", str(ROOT / "config" / "segment.yaml"),
+            "-p", f"checkpoint:={tiny_checkpoint}",
+            "-p", f"class_names:={json.dumps(FIRST_CLASSES)}",
+            "-p", f"prompt_templates:={json.dumps(TEMPLATES)}",
+            "-p", f"text_cache_dir:={logs / 'text_cache'}",
+            "-p", "reliability:=reliable", "-p", "max_points:=20000"]
+    with RosProcess("segment_node", argv, logs) as process:
+        yield process
+
+
+@pytest.fixture
+def client(rclpy_context, node_process):
+    client = NodeClient(rclpy_context)
+    client.wait_until_connected(node_process)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint, tmp_path_factory):
+    """The same Segmenter run directly, in this process."""
+    from clip2scene_core.segmenter import Segmenter
+
+    return Segmenter(tiny_checkpoint, class_names=FIRST_CLASSES, device="cpu", prompt_templates=TEMPLATES,
+                     text_cache_dir=tmp_path_factory.mktemp("reference_cache"))
+
+
+def labels_under(reference, names, columns):
+    space = reference.encode_classes(names)
+    points = np.stack([columns["x"], columns["y"], columns["z"]], axis=1)
+    return reference.segment(points, columns["intensity"], class_space=space)
+
+
+def test_output_cloud_matches_segmenter_run_directly(client, reference):
+    from clip2scene_ros.conversions import cloud_to_array, make_cloud
+
+    columns = make_cloud_columns(seed=1)
+    output = cloud_to_array(client.send(make_cloud(columns, stamp_ns=5_000_000_000, frame_id="lidar")))
+    expected = labels_under(reference, FIRST_CLASSES, columns)
+    assert set(output.dtype.names) >= {"x", "y", "z", "intensity", "label", "score", "rgb"}
+    np.testing.assert_array_equal(output["x"], columns["x"])
+    np.testing.assert_array_equal(output["label"], expected.labels)
+    np.testing.assert_allclose(output["score"], expected.scores, atol=1e-5)
+    assert client.announcements[-1]["classes"] == FIRST_CLASSES
+
+
+def test_class_list_change_mid_stream_loses_and_mixes_nothing(client, reference):
+    from clip2scene_ros.conversions import cloud_to_array, make_cloud
+
+    sent = [make_cloud_columns(seed=10 + i) for i in range(8)]
+    outputs, future = [], None
+    for index, columns in enumerate(sent):
+        outputs.append(cloud_to_array(client.send(make_cloud(columns, stamp_ns=index + 1))).copy())
+        if index == 2:  # change the list without waiting: the swap races the stream
+            future = client.set_class_names(SECOND_CLASSES, wait=False)
+    spin_until(client.executor, future.done, 30, "the parameter service")
+    assert future.result().results[0].successful
+    assert len(outputs) == len(sent), "a frame was lost"
+    switched = []
+    for columns, output in zip(sent, outputs):
+        old = labels_under(reference, FIRST_CLASSES, columns)
+        new = labels_under(reference, SECOND_CLASSES, columns)
+        is_old, is_new = (np.array_equal(output["label"], result.labels)
+                          and np.allclose(output["score"], result.scores, atol=1e-5) for result in (old, new))
+        assert is_old != is_new, "a cloud is labelled with neither list alone (mixed lists)"
+        switched.append(is_new)
+    assert switched[:3] == [False] * 3 and switched[-1], switched
+    assert switched == sorted(switched), "the old list came back after the new one"
+    assert client.announcements[-1]["classes"] == SECOND_CLASSES
+    versions = [a["version"] for a in client.announcements]
+    assert versions == sorted(versions)
+    client.set_class_names(FIRST_CLASSES)
+
+
+@pytest.mark.parametrize("names, reason", [
+    ([], "empty"),
+    (["car", "car"], "duplicates"),
+    (["car", ""], "empty name"),
+    (["x" * 500], "longer than"),
+])
+def test_bad_class_list_is_rejected_with_a_reason(client, names, reason):
+    from clip2scene_ros.conversions import make_cloud
+
+    result = client.set_class_names(names)
+    assert not result.successful
+    assert reason in result.reason
+    assert client.send(make_cloud(make_cloud_columns(seed=3))).width == 3000  # still serving
+
+
+def malformed_clouds():
+    """(description, message) pairs the node must log and skip."""
+    from clip2scene_ros.conversions import make_cloud
+
+    good = make_cloud(make_cloud_columns(seed=4))
+    short = make_cloud(make_cloud_columns(seed=4))
+    short.data = bytes(short.data)[:-7]
+    wrong_step = make_cloud(make_cloud_columns(seed=4))
+    wrong_step.point_step += 4
+    no_z = make_cloud({k: v for k, v in make_cloud_columns(seed=4).items() if k != "z"})
+    empty = make_cloud({k: v[:0] for k, v in make_cloud_columns(seed=4).items()})
+    oversized = make_cloud(make_cloud_columns(seed=4, count=25000))
+    return good, [("truncated data", short), ("wrong point_step", wrong_step), ("missing z", no_z),
+                  ("empty", empty), ("oversized", oversized)]
+
+
+def test_malformed_clouds_are_logged_and_skipped(client, node_process):
+    good, bad = malformed_clouds()
+    client.wait_for_counter("skipped", 0)
+    for description, message in bad:
+        skipped = int(client.diagnostics["skipped"])
+        before = len(client.outputs)
+        client.publisher.publish(message)
+        client.wait_for_counter("skipped", skipped + 1)
+        # The next good cloud is answered, and it is the only answer: the bad one was skipped.
+        output = client.send(good)
+        assert len(client.outputs) == before + 1, f"{description}: the bad cloud produced output"
+        assert output.width == good.width
+    log = node_process.output()
+    for needle in ("bytes, expected", "point_step", "no 'z' field", "empty", "max_points"):
+        assert needle in log, f"node log does not mention {needle!r}:\n{log[-3000:]}"
+
+
+def test_non_finite_points_are_labelled_unknown(client):
+    from clip2scene_core.segmenter import UNKNOWN_LABEL
+    from clip2scene_ros.conversions import cloud_to_array, make_cloud
+
+    columns = make_cloud_columns(seed=5)
+    columns["x"][:10] = np.nan
+    columns["z"][10:20] = np.inf
+    output = cloud_to_array(client.send(make_cloud(columns)))
+    assert output.shape == (3000,)
+    assert (output["label"][:20] == UNKNOWN_LABEL).all()
+    assert (output["label"][20:] != UNKNOWN_LABEL).all()
+
+
+def test_node_without_checkpoint_exits_with_a_reason(ros_env):
+    result = subprocess.run([sys.executable, "-m", "clip2scene_ros.segment_node"], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    assert "checkpoint" in result.stderr
+
+
+def test_installed_executable_runs_with_the_params_file(ros_env, tiny_checkpoint, tmp_path, rclpy_context):
+    """The console script + config/segment.yaml, exactly as launch/segment.launch.py starts them."""
+    executable = ROOT / ".venv" / "bin" / "clip2scene_segment"
+    if not executable.exists():
+        executable = __import__("shutil").which("clip2scene_segment")
+    assert executable, "clip2scene_segment is not installed"
+    argv = [str(executable), "--ros-args", "-r", "__node:=clip2scene_segment",
+            "--params-file", str(ROOT / "config" / "segment.yaml"), "-p", f"checkpoint:={tiny_checkpoint}",
+            "-p", f"prompt_templates:={json.dumps(TEMPLATES)}", "-p", f"text_cache_dir:={tmp_path}",
+            "-p", "reliability:=reliable", "-r", "points:=/launch_test/points",
+            "-r", "segmented_points:=/launch_test/segmented"]
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    from clip2scene_ros.conversions import make_cloud
+
+    with RosProcess("installed_node", argv, tmp_path) as process:
+        node = rclpy.create_node("launch_test_client", context=rclpy_context)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        publisher = node.create_publisher(PointCloud2, "/launch_test/points", qos)
+        received = []
+        node.create_subscription(PointCloud2, "/launch_test/segmented", received.append, qos)
+        executor = SingleThreadedExecutor(context=rclpy_context)
+        executor.add_node(node)
+        try:
+            spin_until(executor, lambda: publisher.get_subscription_count() > 0 or process.poll() is not None,
+                       120, "the installed node")
+            assert process.poll() is None, process.output()
+            deadline = time.monotonic() + 60
+            while not received and time.monotonic() < deadline:
+                publisher.publish(make_cloud(make_cloud_columns(seed=6)))
+                executor.spin_once(timeout_sec=0.5)
+            assert received, process.output()
+        finally:
+            executor.shutdown()
+            node.destroy_node()
+        # The train classes of the checkpoint are used when the params file leaves class_names empty.
+        assert received[0].width == 3000
+
+
+def test_launch_file_starts_the_node_with_the_params_file():
+    # launch_ros, not launch: the repository's launch/ folder would import as a namespace package.
+    pytest.importorskip("launch_ros", reason="ROS 2 launch is not installable here")
+    import launch
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    source = PythonLaunchDescriptionSource(str(ROOT / "launch" / "segment.launch.py"))
+    description = source.get_launch_description(launch.LaunchContext())
+    names = [entity.name for entity in description.entities if hasattr(entity, "name")]
+    assert {"checkpoint", "device", "points", "segmented_points", "params_file"} <= set(names)
