@@ -14,6 +14,15 @@ from typing import Optional, Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("clip2scene_core.commands.demo", "train, record, replay through the ROS 2 node and report, on the synthetic world"),
+    "synth": ("clip2scene_core.commands.synth", "write a synthetic dataset (procedural streets, LiDAR, cameras, teacher)"),
+    "export-bag": ("clip2scene_core.commands.export_bag", "write a dataset (synthetic by default) to a rosbag2"),
+    "evaluate-bag": ("clip2scene_core.commands.evaluate_bag", "score the segmentation node on a bag (live replay or offline)"),
+    "show": ("clip2scene_core.commands.show", "draw a dataset frame with its labels to a PNG"),
+    "encode-text": ("clip2scene_core.commands.encode_text", "encode class names into text embeddings (85 templates)"),
+    "pretrain": ("clip2scene_core.commands.pretrain", "annotation-free pretraining of the 3D network from a CLIP teacher"),
+    "finetune": ("clip2scene_core.commands.finetune", "fine-tune a network on a fraction of labelled frames"),
+    "evaluate": ("clip2scene_core.commands.evaluate", "per-class IoU / mIoU of a checkpoint (annotation-free or fine-tuned)"),
 }
 
 

@@ -176,3 +176,45 @@ def save_frame_png(
     figure = frame_figure(frame, labels, class_names, max_cameras, title=frame.frame_id or None)
     figure.savefig(path, dpi=dpi)
     return path
+
+
+def save_prediction_vs_truth_png(
+    points: np.ndarray,
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    class_names: Sequence[str],
+    path: Union[str, Path],
+    title: str = "",
+    dpi: int = 80,
+) -> Path:
+    """Bird's-eye views of predicted and true labels side by side, plus a map of the errors.
+
+    points: (N, 3) metres; predicted, truth: (N,) int in the dataset label space (0 = ignore /
+    unknown); class_names: label order. Error panel: green = right, red = wrong, grey = ignored.
+    """
+    predicted, truth = np.asarray(predicted, np.int64), np.asarray(truth, np.int64)
+    if not len(points) == len(predicted) == len(truth):
+        raise ValueError(f"points, predicted and truth lengths differ: {len(points)}, {len(predicted)}, "
+                         f"{len(truth)}")
+    evaluated = truth > 0
+    errors = np.tile(IGNORE_COLOR, (len(points), 1))
+    errors[evaluated & (predicted == truth)] = (0.1, 0.7, 0.2)
+    errors[evaluated & (predicted != truth)] = (0.85, 0.1, 0.1)
+    accuracy = float((predicted == truth)[evaluated].mean()) if evaluated.any() else float("nan")
+    figure = Figure(figsize=(16.5, 6.2))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 3)
+    panels = [("prediction", label_colors(predicted)), ("ground truth", label_colors(truth)),
+              (f"errors (point accuracy {100 * accuracy:.1f} %)", errors)]
+    for ax, (name, colors) in zip(axes, panels):
+        draw_bev(ax, points, colors)
+        ax.set_title(name, fontsize=10)
+    handles = legend_handles(np.union1d(predicted, truth), class_names)
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 11), fontsize=8, frameon=False)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.subplots_adjust(left=0.04, right=0.99, bottom=0.16, top=0.9, wspace=0.2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path

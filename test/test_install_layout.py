@@ -53,17 +53,36 @@ def node_answers(executable: Path, env: dict) -> str:
     return result.stdout
 
 
-def test_pip_install_gives_ros_layout(tmp_path):
+def test_pip_wheel_installs_the_ros_layout(tmp_path):
+    """The wheel pip installs carries the node launcher (executable) and share/ files under its
+    data scheme, which pip maps onto the install prefix. (Installing it here would replace the dev
+    venv's editable install, so the wheel is inspected instead; colcon installs for real below.)"""
+    import stat
+    import zipfile
+
     source = copy_source(tmp_path / "src")
-    prefix = tmp_path / "prefix"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--prefix", str(prefix), str(source)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+         str(tmp_path / "dist"), str(source)],
         check=True, capture_output=True, timeout=300,
     )
+    wheel = next((tmp_path / "dist").glob("clip2scene_ros-*.whl"))
+    prefix = tmp_path / "prefix"
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            parts = Path(info.filename).parts
+            if len(parts) > 2 and parts[0].endswith(".data") and parts[1] == "data":
+                target = prefix.joinpath(*parts[2:])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(info))
+                target.chmod((info.external_attr >> 16) & 0o777 or 0o644)
+        names = archive.namelist()
+    assert any(name.startswith("clip2scene_core/") for name in names)
+    assert any(name.startswith("clip2scene_ros/") for name in names)
     check_ros_layout(prefix)
-    launcher = (prefix / "lib" / PACKAGE / "clip2scene_segment").read_text().splitlines()[0]
-    assert launcher == f"#!{sys.executable}", "launcher must run the installing Python"
+    launcher = prefix / "lib" / PACKAGE / "clip2scene_segment"
+    assert launcher.stat().st_mode & stat.S_IXUSR
+    assert launcher.read_text().splitlines()[0] == f"#!{sys.executable}", "launcher must run the installing Python"
 
 
 @pytest.mark.usefixtures("ros_env")

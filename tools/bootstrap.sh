@@ -17,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 STAMP="$VENV/.clip2scene-stamp"
 WANT="$(cat "$ROOT/constraints.txt" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)-$EXTRAS"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || [ ! -x "$VENV/bin/clip2scene_segment" ]; then
   echo "[bootstrap] installing pinned dependencies into $VENV (first run: several minutes)"
   PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
   "${PIP[@]}" install -q -c "$ROOT/constraints.txt" setuptools wheel
