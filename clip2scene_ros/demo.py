@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
-from clip2scene_core.data.synthetic import SyntheticDataset
+from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
 
 LOGGER = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,10 +88,15 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    checkpoint = cached_checkpoint(config["pretrain"], cache_dir, retrain)
+    world = dict(config.get("world") or {})
+    pretrain_config = dict(config["pretrain"])
+    pretrain_config["data"] = dict(pretrain_config.get("data") or {})
+    pretrain_config["data"]["options"] = dict(pretrain_config["data"].get("options") or {}, config=world)
+    checkpoint = cached_checkpoint(pretrain_config, cache_dir, retrain)
 
     drive = config["drive"]
-    frames = SyntheticDataset(seed=drive["seed"], num_scenes=1, frames_per_scene=drive["frames"])
+    frames = SyntheticDataset(seed=drive["seed"], num_scenes=1, frames_per_scene=drive["frames"],
+                              config=SyntheticConfig.from_dict(world, "demo config 'world'"))
     bag = out_dir / "drive"
     LOGGER.info("recording an unseen synthetic drive (%d frames) to %s", drive["frames"], bag)
     export_frames(frames, bag, SYNTHETIC_CLASSES, dataset="synthetic", total=drive["frames"])

@@ -1,0 +1,45 @@
+"""The demo end to end on a miniature world: train, record, replay through the node, report, draw."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip2scene_core.data.labels import SYNTHETIC_CLASSES
+
+MINIATURE = {
+    "world": {"lidar": {"azimuth_steps": 120, "beams": 8}, "cameras": {"image_size": [48, 96]},
+              "num_sweeps": 2},
+    "pretrain": {"seed": 0, "device": "cpu", "threads": 1, "model_preset": "tiny", "voxel_size": 0.3,
+                 "epochs": 1, "batch_size": 1, "pairs": {"num_sweeps": 2},
+                 "data": {"train": {"options": {"seed": 0, "num_scenes": 1, "frames_per_scene": 2}},
+                          "val": {"options": {"seed": 1, "num_scenes": 1, "frames_per_scene": 1}},
+                          "in_memory": True},
+                 "text": {"templates": ["a photo of a {}."]}},
+    "drive": {"seed": 7, "frames": 4, "rate": 1.0, "lock_step": True},
+}
+
+
+@pytest.mark.usefixtures("ros_env")
+def test_demo_runs_end_to_end_and_reports_the_class_change(tmp_path):
+    from clip2scene_ros.demo import SYNONYMS, run_demo
+
+    report = run_demo(tmp_path / "demo", MINIATURE, tmp_path / "cache")
+    live = report["live"]
+    assert live["complete"] and live["frames"] == 4 and live["evaluated"] == 4 and live["dropped"] == 0
+    first, second = live["segments"]
+    assert first["class_lists"] == [list(SYNTHETIC_CLASSES)]
+    assert second["class_lists"] == [[SYNONYMS[name] for name in SYNTHETIC_CLASSES]]
+    assert report["live_offline_label_agreement"] == 1.0, "live node and offline Segmenter disagree"
+    assert report["offline"]["miou"] == pytest.approx(live["miou"])
+    for name in ("cameras", "bev", "iou"):
+        with Image.open(report["pictures"][name]) as picture:
+            pixels = np.asarray(picture.convert("RGB"))
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300 and pixels.std() > 10, name
+    text = (tmp_path / "demo" / "report.txt").read_text()
+    assert "mIoU after switching to synonyms" in text and "automobile" in text
+    assert json.loads((tmp_path / "demo" / "report.json").read_text())["class_change"]["frame"] == 2
+    # A second run reuses the cached checkpoint instead of training again.
+    assert run_demo(tmp_path / "again", MINIATURE, tmp_path / "cache")["checkpoint"] == report["checkpoint"]
