@@ -4,8 +4,9 @@ Prints forward and backward time (median of --repeats, after one warm-up) and pe
 MinkUNet backbone in training mode, for the pure backend (all threads and one thread), spconv (one
 thread: it is wrong with more on CPU) and MinkowskiEngine when installed, side by side, with the
 ratios to spconv. Every measurement builds a new input, so kernel maps are built inside the
-forward as in training. Each case runs in its own process: on CPU, peak memory is the growth of
-the process's peak RSS during forward + backward; on CUDA it is ``max_memory_allocated``.
+forward as in training. Each case lives in its own process and the cases take turns, run by run,
+so that other load on the machine affects them alike. On CPU, peak memory is the growth of the
+process's peak RSS over its runs; on CUDA it is ``max_memory_allocated``.
 
     python bench/sparse.py [--device cpu|cuda] [--channels 32 64] [--repeats 3]
 
@@ -18,6 +19,7 @@ import argparse
 import importlib.util
 import math
 import multiprocessing
+import os
 import resource
 import statistics
 import time
@@ -84,38 +86,78 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def measure(backend: str, threads: int, channels: int, repeats: int, device_name: str,
-            points: torch.Tensor) -> dict:
-    """Time forward/backward of one backend's MinkUNet; runs inside a fresh process."""
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    device = torch.device(device_name)
-    widths = [w * channels // 32 for w in DEFAULT_MODEL_CONFIG["widths"]]
-    model = MinkUNet(IN_CHANNELS, widths, DEFAULT_MODEL_CONFIG["blocks_per_stage"],
-                     conv_backend(backend, 2 ** (len(widths) // 2))).to(device).train()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    forward, backward = [], []
-    rss_before = _peak_rss_bytes()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for i in range(repeats + 1):
-        x = make_input(points, device)
-        sync()
-        start = time.perf_counter()
-        out = model(x)
-        sync()
-        middle = time.perf_counter()
-        out.feats.square().mean().backward()
-        sync()
-        end = time.perf_counter()
-        model.zero_grad(set_to_none=True)
-        if i:  # the first pass is a warm-up
-            forward.append(middle - start)
-            backward.append(end - middle)
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-            else _peak_rss_bytes() - rss_before)
-    return {"voxels": x.num_voxels, "forward": statistics.median(forward),
-            "backward": statistics.median(backward), "peak_mib": peak / 2**20}
+def worker(conn, backend: str, threads: int, channels: int, device_name: str, points: torch.Tensor) -> None:
+    """One backend's MinkUNet in its own process: times a forward + backward per "run" request.
+
+    Replies (forward s, backward s, process CPU s of both, voxels) per run; on "stop" replies the peak memory (bytes) of
+    all runs. Errors are sent back as strings.
+    """
+    try:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        device = torch.device(device_name)
+        widths = [w * channels // 32 for w in DEFAULT_MODEL_CONFIG["widths"]]
+        model = MinkUNet(IN_CHANNELS, widths, DEFAULT_MODEL_CONFIG["blocks_per_stage"],
+                         conv_backend(backend, 2 ** (len(widths) // 2))).to(device).train()
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        rss_before = _peak_rss_bytes()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        conn.send("ready")
+        while conn.recv() == "run":
+            x = make_input(points, device)
+            sync()
+            cpu_start, start = time.process_time(), time.perf_counter()
+            out = model(x)
+            sync()
+            middle = time.perf_counter()
+            out.feats.square().mean().backward()
+            sync()
+            end, cpu_end = time.perf_counter(), time.process_time()
+            model.zero_grad(set_to_none=True)
+            del out
+            conn.send((middle - start, end - middle, cpu_end - cpu_start, x.num_voxels))
+        conn.send(torch.cuda.max_memory_allocated() if device.type == "cuda" else _peak_rss_bytes() - rss_before)
+    except Exception as error:  # e.g. a CPU-only library build asked to run on CUDA
+        conn.send(f"{type(error).__name__}: {error}")
+
+
+def compare(cases: list[tuple[str, int]], channels: int, repeats: int, device: str,
+            points: torch.Tensor) -> tuple[dict, dict]:
+    """Run the cases round-robin (one warm-up round, then ``repeats``), so that a change in the
+    machine's load hits all of them alike. Returns (results per case, failure reason per case)."""
+    context = multiprocessing.get_context("spawn")
+    links, failures = {}, {}
+    for case in cases:
+        parent, child = context.Pipe()
+        process = context.Process(target=worker, args=(child, *case, channels, device, points))
+        process.start()
+        reply = parent.recv()
+        if reply == "ready":
+            links[case] = (parent, process)
+        else:
+            failures[case] = reply
+            process.join()
+    times = {case: [] for case in links}
+    for round_index in range(repeats + 1):
+        for case, (conn, _) in list(links.items()):
+            conn.send("run")
+            reply = conn.recv()
+            if isinstance(reply, str):
+                failures[case] = reply
+                del links[case]
+            elif round_index:  # round 0 is the warm-up
+                times[case].append(reply)
+    results = {}
+    for case, (conn, process) in links.items():
+        conn.send("stop")
+        peak = conn.recv()
+        process.join()
+        runs = times[case]
+        results[case] = {"voxels": runs[0][3], "forward": statistics.median(r[0] for r in runs),
+                         "backward": statistics.median(r[1] for r in runs),
+                         "cpu": statistics.median(r[2] for r in runs), "peak_mib": peak / 2**20}
+    return results, failures
 
 
 def main() -> None:
@@ -124,44 +166,44 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 64], help="stem widths C")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--azimuths", type=int, default=2048, help="LiDAR azimuth steps (voxel count)")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE in the workers: on a machine shared with other jobs, "
+                             "spinning OpenMP threads otherwise stall multi-threaded runs")
     args = parser.parse_args()
+    if args.omp_passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # inherited by the spawned workers
 
     points = lidar_scan(azimuths=args.azimuths)
-    cases = [("pure", torch.get_num_threads())]
-    if args.device == "cpu" and torch.get_num_threads() > 1:
+    all_threads = torch.get_num_threads()
+    library_threads = 1 if args.device == "cpu" else all_threads
+    cases = [("pure", all_threads)]
+    if args.device == "cpu" and all_threads > 1:
         cases.append(("pure", 1))
     if importlib.util.find_spec("spconv") is not None:
-        cases.append(("spconv", 1 if args.device == "cpu" else torch.get_num_threads()))
+        cases.append(("spconv", library_threads))
     if importlib.util.find_spec("MinkowskiEngine") is not None:
-        cases.append(("minkowski", torch.get_num_threads()))
+        cases.append(("minkowski", all_threads))
 
-    context = multiprocessing.get_context("spawn")
-    print(f"device {args.device}; {len(points)} points; MinkUNet training-mode forward + backward "
-          f"(median of {args.repeats})")
+    print(f"device {args.device}; {len(points)} points; MinkUNet training-mode forward + backward, "
+          f"median of {args.repeats} interleaved runs; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
     for channels in args.channels:
-        results, failures = {}, {}
-        for backend, threads in cases:
-            with context.Pool(1) as pool:
-                try:
-                    results[(backend, threads)] = pool.apply(
-                        measure, (backend, threads, channels, args.repeats, args.device, points))
-                except Exception as error:  # e.g. a CPU-only library build asked to run on CUDA
-                    failures[(backend, threads)] = f"{type(error).__name__}: {error}"
-        voxels = results[("pure", cases[0][1])]["voxels"]
+        results, failures = compare(cases, channels, args.repeats, args.device, points)
+        voxels = next(iter(results.values()))["voxels"] if results else 0
         print(f"\nC = {channels} (widths x{channels / 32:g}), {voxels} voxels of {VOXEL_SIZE} m")
-        print(f"{'backend':<12}{'threads':>8}{'forward ms':>12}{'backward ms':>13}{'peak MiB':>10}"
-              f"{'fwd vs spconv':>15}{'f+b vs spconv':>15}")
-        reference = results.get(("spconv", 1 if args.device == "cpu" else torch.get_num_threads()))
+        print(f"{'backend':<12}{'threads':>8}{'forward ms':>12}{'backward ms':>13}{'CPU ms':>10}"
+              f"{'peak MiB':>10}{'fwd vs spconv':>15}{'f+b vs spconv':>15}")
+        reference = results.get(("spconv", library_threads))
         for (backend, threads), r in results.items():
             ratio_f = ratio_fb = ""
             if reference:
                 ratio_f = f"{reference['forward'] / r['forward']:.2f}x"
                 ratio_fb = f"{(reference['forward'] + reference['backward']) / (r['forward'] + r['backward']):.2f}x"
             print(f"{backend:<12}{threads:>8}{r['forward'] * 1e3:>12.0f}{r['backward'] * 1e3:>13.0f}"
-                  f"{r['peak_mib']:>10.0f}{ratio_f:>15}{ratio_fb:>15}")
+                  f"{r['cpu'] * 1e3:>10.0f}{r['peak_mib']:>10.0f}{ratio_f:>15}{ratio_fb:>15}")
         for (backend, threads), reason in failures.items():
             print(f"{backend:<12}{threads:>8}  failed: {reason}")
-    print("\nratios: spconv time / this backend's time (> 1 = faster than spconv)")
+    print("\nratios: spconv wall time / this backend's (> 1 = faster than spconv); CPU ms: process CPU "
+          "time of forward + backward (all threads; less sensitive to other load than wall time)")
 
 
 if __name__ == "__main__":

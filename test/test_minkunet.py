@@ -17,6 +17,16 @@ from clip2scene_core.sparse import SparseTensor
 from clip2scene_core.sparse.backends import conv_backend
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run thousands of small ops: one thread is fastest, and it keeps these tests
+    from stalling on OpenMP barriers when other processes share the two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def random_frame(generator: torch.Generator, batch: int, num: int = 300, extent: int = 12) -> torch.Tensor:
     """(V, 4) int32 unique voxel coords of one frame with batch index ``batch`` (may be negative xyz)."""
     xyz = torch.unique(torch.randint(-extent, extent, (num, 3), generator=generator), dim=0)
@@ -84,7 +94,7 @@ def test_minkunet_with_three_levels_returns_the_input_voxels():
 
 def test_training_steps_reduce_a_regression_loss():
     g = torch.Generator().manual_seed(5)
-    coords = torch.cat([random_frame(g, 0), random_frame(g, 1)])
+    coords = torch.cat([random_frame(g, 0, num=150), random_frame(g, 1, num=150)])
     x = SparseTensor(torch.randn(len(coords), 1, generator=g), coords)
     target = torch.randn(len(coords), TINY_MODEL_CONFIG["text_dim"], generator=g)
     torch.manual_seed(5)
@@ -129,6 +139,14 @@ def test_config_is_plain_data_that_rebuilds_the_same_model_from_a_weights_only_c
 def test_bad_configs_are_rejected_with_the_reason(config, message):
     with pytest.raises(ValueError, match=message):
         build_model(config)
+
+
+def test_an_empty_cloud_gives_empty_outputs_in_eval_mode():
+    model = build_model(TINY_MODEL_CONFIG).eval()
+    with torch.no_grad():
+        out = model(SparseTensor(torch.zeros((0, 1)), torch.zeros((0, 4), dtype=torch.int32)))
+    assert out["semantic"].shape == (0, TINY_MODEL_CONFIG["text_dim"])
+    assert out["features"].shape == (0, TINY_MODEL_CONFIG["widths"][-1])
 
 
 def test_model_rejects_an_input_of_the_wrong_width():

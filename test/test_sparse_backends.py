@@ -32,9 +32,10 @@ LIBRARY_BACKENDS = [
 
 
 @pytest.fixture(autouse=True)
-def restore_threads():
-    """The spconv backend drops torch to one CPU thread; give the other tests theirs back."""
+def one_thread():
+    """One thread, as spconv needs on CPU (its backend would set it anyway); restored afterwards."""
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 

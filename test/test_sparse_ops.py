@@ -18,6 +18,7 @@ from clip2scene_core.sparse import (
 )
 from clip2scene_core.sparse import kernel_map
 from clip2scene_core.sparse.functional import sparse_convolution
+from clip2scene_core.sparse.layout import kernel_offsets
 from clip2scene_core.sparse.kernel_map import (
     build_downsample_map,
     build_submanifold_map,
@@ -28,6 +29,16 @@ from clip2scene_core.sparse.kernel_map import (
 
 GRID = 6  # dense reference box side
 OFFSET = torch.tensor([0, -4, 2, -6])  # even shift: coords go negative, the stride-2 grid is unchanged
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is fastest and does not stall when other processes share the cores
+    (the test that needs two threads sets them itself)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def random_voxels(generator: torch.Generator, frames: int = 2, occupancy: float = 0.35,
@@ -64,7 +75,9 @@ def assert_same_gradients(sparse_out, dense_out, sparse_leaves, dense_leaves, ge
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-def test_submanifold_conv_matches_dense_conv3d_on_occupied_voxels():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_submanifold_conv_matches_dense_conv3d_on_occupied_voxels(threads):
+    torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     x, box = random_voxels(g)
     x.feats.requires_grad_(True)
@@ -162,6 +175,23 @@ def test_submanifold_map_lists_each_pair_once_per_direction():
     # Frame 1's voxel has no neighbour although frame 0 has one at the same place.
     assert found == {(22, 1, 0), (4, 0, 1), (17, 2, 1), (9, 1, 2), (26, 2, 0), (0, 0, 2)}
     assert kmap.identity_offset == 13
+
+
+def test_kernel_offsets_are_z_fastest_and_match_the_downsampling_offsets():
+    assert kernel_offsets(3)[[0, 1, 3, 9, 13, 26]].tolist() == [
+        [-1, -1, -1], [-1, -1, 0], [-1, 0, -1], [0, -1, -1], [0, 0, 0], [1, 1, 1]]
+    g = torch.Generator().manual_seed(9)
+    x, _ = random_voxels(g)
+    kmap, coarse = build_downsample_map(x.coords)
+    for k, fine, out in kmap.pairs:
+        offset = x.coords[fine, 1:].long() - 2 * coarse[out, 1:].long()
+        assert (offset == kernel_offsets(2)[k]).all()
+
+
+def test_empty_voxel_sets_give_empty_outputs():
+    x = SparseTensor(torch.zeros((0, 2)), torch.zeros((0, 4), dtype=torch.int32))
+    out = UpConv3d(3, 2)(DownConv3d(2, 3)(SubmanifoldConv3d(2, 2)(x)))
+    assert out.feats.shape == (0, 2) and out.coords is x.coords
 
 
 def test_kernel_maps_are_built_once_per_stride_and_family():

@@ -136,9 +136,12 @@ def build_submanifold_map(coords: torch.Tensor) -> KernelMap:
     at a + d then a sits at b - d, so the pair list of -d is the same pairs reversed. In canonical
     order offset -d has index 26 - k(d).
     """
-    index = CoordinateIndex(coords)
     offsets = kernel_offsets(3).tolist()
     centre = len(offsets) // 2
+    num = coords.shape[0]
+    if num == 0:
+        return KernelMap(0, 0, (), identity_offset=centre)
+    index = CoordinateIndex(coords)
     pairs = []
     for k in range(centre + 1, len(offsets)):
         neighbour = index.find(index.keys + index.delta(offsets[k]))
@@ -146,7 +149,6 @@ def build_submanifold_map(coords: torch.Tensor) -> KernelMap:
         b = neighbour.index_select(0, a)
         pairs.append((k, b, a))  # out a reads in b = a + d
         pairs.append((len(offsets) - 1 - k, a, b))  # out b reads in a = b - d
-    num = coords.shape[0]
     return KernelMap(num, num, tuple(pairs), identity_offset=centre)
 
 
@@ -156,6 +158,8 @@ def build_downsample_map(coords: torch.Tensor) -> tuple[KernelMap, torch.Tensor]
     coords: (V, 4) int at stride s. Returns (map from the V fine to V' coarse voxels, coarse coords
     (V', 4) int32 at stride 2s, sorted by key).
     """
+    if coords.shape[0] == 0:
+        return KernelMap(0, 0, ()), coords.to(torch.int32)
     cells = coords.long()
     coarse = cells.clone()
     coarse[:, 1:] = torch.div(cells[:, 1:], 2, rounding_mode="floor")

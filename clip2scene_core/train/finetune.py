@@ -36,7 +36,7 @@ from clip2scene_core.train.distributed import (
 from clip2scene_core.train.evaluation import evaluate_model
 from clip2scene_core.train.pretrain import (
     DEFAULT_PRETRAIN_CONFIG, HISTORY_FILE, MODEL_FILE, STATE_FILE, augment_options, model_config_for,
-    optimizer_step, resume_path,
+    open_history, optimizer_step, resume_path,
 )
 from clip2scene_core.train.schedule import DEFAULT_OPTIMIZER_CONFIG, DEFAULT_SCHEDULE_CONFIG, build_optimizer, build_scheduler
 from clip2scene_core.train.splits import DEFAULT_DATA_CONFIG, FrameSelection, open_split
@@ -187,7 +187,7 @@ def _finetune(cfg: dict[str, Any], context: DistributedContext) -> Path:
         step = int(state["training_state"]["step"])
     trained = wrap_model(model, context)
 
-    history = open(out_dir / HISTORY_FILE, "a", encoding="utf-8") if context.is_main else None
+    history = open_history(out_dir / HISTORY_FILE, step) if context.is_main else None
     try:
         trained.train()
         for epoch in range(step // steps_per_epoch, epochs):

@@ -17,10 +17,11 @@ continues an interrupted run exactly. Under ``torchrun`` it trains with Distribu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, TextIO
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +87,7 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
     "model_preset": "default",  # default | tiny
     "model": {},  # overrides of the preset (widths, blocks_per_stage, backend)
     "augment": {"enabled": True, "rotate": True, "flip": True, "scale": [0.95, 1.05]},
-    "loss": LossConfig().__dict__.copy(),
+    "loss": dataclasses.asdict(LossConfig()),  # train/losses.py: Eq. 1-4 options and weights
     "kl_distillation": False,  # Table 3 "KL": replace Eq. 1 by KL distillation of the pixel logits
     "s3": {"enabled": True, "start_epoch": None, "probability": 0.5},  # start_epoch None = epochs // 2
     "optimizer": dict(DEFAULT_OPTIMIZER_CONFIG),
@@ -184,6 +185,18 @@ def model_config_for(config: Mapping[str, Any], text_dim: int) -> dict[str, Any]
             "in_channels": feature_width(config["input_features"]), "text_dim": int(text_dim)}
 
 
+def open_history(path: Path, step: int) -> TextIO:
+    """The per-step loss log, opened for appending after its first ``step`` records (a resumed run
+    drops what the interrupted one logged after its last checkpoint; a fresh run starts it empty)."""
+    kept = []
+    if step and path.is_file():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                if json.loads(line)["step"] <= step]
+    handle = open(path, "w", encoding="utf-8")
+    handle.writelines(kept)
+    return handle
+
+
 def resume_path(config: Mapping[str, Any]) -> Optional[Path]:
     """The training state to resume from: None, ``out_dir/last.pt`` for "auto" (if present), or a file."""
     resume = config["resume"]
@@ -228,10 +241,10 @@ def _pretrain(cfg: dict[str, Any], context: DistributedContext) -> Path:
         cfg["text"], cfg["teacher"]["model_name"], cfg["teacher"]["pretrained"])
     text, text_spec = class_text_embeddings(cfg["text"], classes, spec)
     teacher = build_pixel_teacher(cfg["teacher"], text, train, context)
-    pairs_cfg = dict(cfg["pairs"])
+    pairs_cfg = cfg["pairs"]
     collate = PretrainCollator(
         teacher=teacher,
-        pairing=PairingOptions(**{k: v for k, v in pairs_cfg.items() if k not in ("max_pairs_per_frame", "cell_size")}),
+        pairing=PairingOptions(**{f.name: pairs_cfg[f.name] for f in dataclasses.fields(PairingOptions)}),
         input_features=tuple(cfg["input_features"]), cell_size=pairs_cfg["cell_size"],
         augment=augment_options(cfg["augment"]), max_pairs_per_frame=pairs_cfg["max_pairs_per_frame"])
     text = text.to(device)
@@ -266,7 +279,7 @@ def _pretrain(cfg: dict[str, Any], context: DistributedContext) -> Path:
                                    scheduler=scheduler, scaler=scaler, epoch=step // steps_per_epoch,
                                    step=step, extra=extra, **checkpoint_fields)
 
-    history = open(out_dir / HISTORY_FILE, "a", encoding="utf-8") if context.is_main else None
+    history = open_history(out_dir / HISTORY_FILE, step) if context.is_main else None
     try:
         # The loop: one optimiser step per batch of B keyframes (x K sweeps).
         trained.train()

@@ -1,12 +1,13 @@
 """What a convolution backend provides, and the grid alignment the library backends share."""
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
 
 from clip2scene_core.sparse.conv import KernelConvolution
+from clip2scene_core.sparse.tensor import SparseTensor
 
 
 class ConvBackend(Protocol):
@@ -57,6 +58,18 @@ class LibraryConvolution(KernelConvolution):
         setattr(impl, self.weight_attribute, None)  # drop the library's own copy of the kernel
         object.__setattr__(self, "_impl", impl)
         self.alignment = alignment
+
+    def family_state(self, x: SparseTensor, create: Callable[..., Any]) -> Any:
+        """The library's state for ``x``'s tensor family, made on first use at stride 1 by
+        ``create(x, aligned coords, shift, spatial shape)`` (see `aligned_grid`)."""
+        key = ("library", type(self).__module__)
+        state = x.cache.get(key)
+        if state is None:
+            if x.stride != 1:
+                raise ValueError(f"{type(self).__name__} must first see a tensor family at stride 1")
+            state = create(x, *aligned_grid(x.coords, self.alignment))
+            x.cache.put(key, state)
+        return state
 
     def bound_impl(self) -> nn.Module:
         """The library module, holding this layer's weight and training mode."""

@@ -17,10 +17,8 @@ from typing import Any, Optional
 import MinkowskiEngine as ME
 import torch
 
-from clip2scene_core.sparse.backends.base import LibraryConvolution, aligned_grid
+from clip2scene_core.sparse.backends.base import LibraryConvolution
 from clip2scene_core.sparse.tensor import SparseTensor, finer_coords
-
-_STATE_KEY = "minkowski"
 
 
 @dataclass
@@ -46,17 +44,14 @@ class _MinkowskiConvolution(LibraryConvolution):
         super().__init__(in_channels, out_channels, k, (k**3, in_channels, out_channels), impl, alignment)
 
     def _state(self, x: SparseTensor) -> _MinkowskiState:
-        state = x.cache.get(_STATE_KEY)
-        if state is None:
-            if x.stride != 1:
-                raise ValueError("the MinkowskiEngine backend must first see a family at stride 1")
-            coords, shift, _ = aligned_grid(x.coords, self.alignment)
+        def create(x: SparseTensor, coords: torch.Tensor, shift: list[int], _shape: list[int]) -> _MinkowskiState:
             first = ME.SparseTensor(features=x.feats, coordinates=coords)
             state = _MinkowskiState(shift, first.coordinate_manager)
             state.keys[1] = first.coordinate_map_key
             state.to_engine, state.from_engine = first.unique_index.long(), first.inverse_mapping.long()
-            x.cache.put(_STATE_KEY, state)
-        return state
+            return state
+
+        return self.family_state(x, create)
 
     def _run(self, x: SparseTensor, state: _MinkowskiState) -> Any:
         self._check_input(x)

@@ -6,7 +6,8 @@ family's `CoordinateCache` (one ``indice_dict`` per forward pass, keys per strid
 transposed convolution finds the voxels of the down-sampling it undoes.
 
 spconv computes wrong results on CPU with more than one torch thread, so on CPU its layers switch
-torch to one thread (forward and the backward that follows both need it) and log that once.
+torch to one thread for the whole process (the backward that follows runs outside the layer) and
+log a warning when they do.
 """
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ import spconv.pytorch as spconv
 import spconv.pytorch.ops as spconv_ops
 import torch
 
-from clip2scene_core.sparse.backends.base import LibraryConvolution, aligned_grid
+from clip2scene_core.sparse.backends.base import LibraryConvolution
 from clip2scene_core.sparse.tensor import SparseTensor, finer_coords
 
 _log = logging.getLogger(__name__)
-_STATE_KEY = "spconv"
 
 
 def _cpu_safe_stream() -> int:
@@ -61,15 +61,12 @@ class _SpconvConvolution(LibraryConvolution):
         super().__init__(in_channels, out_channels, k, (out_channels, k, k, k, in_channels), impl, alignment)
 
     def _state(self, x: SparseTensor) -> _SpconvState:
-        state = x.cache.get(_STATE_KEY)
-        if state is None:
-            if x.stride != 1:
-                raise ValueError("the spconv backend must first see a family at stride 1")
-            indices, shift, shape = aligned_grid(x.coords, self.alignment)
+        def create(x: SparseTensor, indices: torch.Tensor, shift: list[int], shape: list[int]) -> _SpconvState:
             state = _SpconvState(shift, x.batch_size)
             state.indices[1], state.spatial_shape[1] = indices, shape
-            x.cache.put(_STATE_KEY, state)
-        return state
+            return state
+
+        return self.family_state(x, create)
 
     def _run(self, x: SparseTensor, state: _SpconvState, indice_key: str) -> spconv.SparseConvTensor:
         self._check_input(x)
