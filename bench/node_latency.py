@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/node_latency.py [--checkpoint model.pt] [--sizes 35000 100000] [--frames 20]
 
-Without --checkpoint a randomly initialised network of the default config (MiniLM text space) is used:
+Without --checkpoint a randomly initialised network (--model default | tiny; MiniLM text space) is used:
 latency does not depend on the weights. End-to-end = publish on ``points`` -> labelled cloud received on
 ``segmented_points`` (reliable QoS, one cloud in flight at a time, loopback DDS). Prints p50/p95 and the
 ratio end-to-end / bare (target <= 1.15). ROS traffic stays on this machine
@@ -38,17 +38,18 @@ def synthetic_cloud(count: int, seed: int) -> dict:
     return {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "intensity": rng.random(count, np.float32)}
 
 
-def random_checkpoint(folder: Path) -> Path:
+def random_checkpoint(folder: Path, preset: str) -> Path:
     import torch
 
     from clip2scene_core.clip.text_encoders import minilm_spec
     from clip2scene_core.data.labels import SYNTHETIC_CLASSES
-    from clip2scene_core.model import DEFAULT_MODEL_CONFIG, build_model
+    from clip2scene_core.model import DEFAULT_MODEL_CONFIG, TINY_MODEL_CONFIG, build_model
     from clip2scene_core.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    config = dict(DEFAULT_MODEL_CONFIG, in_channels=1, text_dim=384)
-    path = folder / "random_default.pt"
+    base = {"default": DEFAULT_MODEL_CONFIG, "tiny": TINY_MODEL_CONFIG}[preset]
+    config = dict(base, in_channels=1, text_dim=384)
+    path = folder / f"random_{preset}.pt"
     save_checkpoint(path, model_config=config, state_dict=build_model(config).state_dict(),
                     text_encoder=minilm_spec(), voxel_size=0.1, input_features=["intensity"],
                     train_classes=list(SYNTHETIC_CLASSES), metrics={})
@@ -122,13 +123,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[35_000, 100_000])
     parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--model", choices=("default", "tiny"), default="default",
+                        help="network of the random checkpoint when --checkpoint is not given")
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
     os.environ.setdefault("AMENT_PREFIX_PATH", str(Path(sys.executable).resolve().parents[1]))
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        checkpoint = args.checkpoint or random_checkpoint(folder)
+        checkpoint = args.checkpoint or random_checkpoint(folder, args.model)
         print(f"checkpoint: {checkpoint}   frames per size: {args.frames}   device: cpu")
         print(f"{'points':>8} | {'bare p50':>9} {'bare p95':>9} | {'node p50':>9} {'node p95':>9} | ratio p50")
         for size in args.sizes:
