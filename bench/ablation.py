@@ -143,11 +143,13 @@ def main() -> None:
     results = {}
     for row in rows:
         start = time.perf_counter()
-        config = merge_config(base, {**ROWS[row], "out_dir": str(out / "runs" / row.replace("/", "").replace(" ", "_"))})
+        run_dir = out / "runs" / row.replace("/", "").replace(" ", "_")
+        config = merge_config(base, {**ROWS[row], "out_dir": str(run_dir)})
         metrics = torch.load(pretrain(config), weights_only=True)["metrics"]
         results[row] = {"miou": metrics["miou"], "camera_miou": metrics["camera_points_miou"],
                         "seconds": time.perf_counter() - start}
-        print(f"  {row:<10} mIoU {percent(metrics['miou'])} %  (camera points {percent(metrics['camera_points_miou'])} %)"
+        print(f"  {row:<10} mIoU {percent(metrics['miou'])} %  "
+              f"(camera points {percent(metrics['camera_points_miou'])} %)"
               f"  {results[row]['seconds']:.0f} s", flush=True)
 
     print()

@@ -71,7 +71,8 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     config = merge_config(DEFAULT_PRETRAIN_CONFIG, {"model_preset": args.preset, "pairs": {"num_sweeps": args.sweeps}})
-    frames = [SyntheticDataset(seed=0, num_scenes=1, frames_per_scene=args.batch_size)[i] for i in range(args.batch_size)]
+    world = SyntheticDataset(seed=0, num_scenes=1, frames_per_scene=args.batch_size)
+    frames = [world[i] for i in range(args.batch_size)]
     text_dim = model_config_for(config, 1)["text_dim"] if args.preset == "default" else 384
     text = torch.nn.functional.normalize(torch.randn(len(frames[0].class_names), text_dim,
                                                      generator=torch.Generator().manual_seed(0)), dim=1)

@@ -43,7 +43,8 @@ def pretrained(text_file, tmp_path_factory) -> Path:
 
 
 def finetune_config(text_file: Path, out: Path, *extra: str) -> dict:
-    return build_config(DEFAULT_FINETUNE_CONFIG, [TINY], [f"text.embeddings_file={text_file}", f"out_dir={out}", *extra])
+    return build_config(DEFAULT_FINETUNE_CONFIG, [TINY],
+                        [f"text.embeddings_file={text_file}", f"out_dir={out}", *extra])
 
 
 def test_label_fraction_keeps_every_nth_frame():

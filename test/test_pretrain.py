@@ -17,7 +17,9 @@ from clip2scene_core.train.batching import PretrainCollator
 from clip2scene_core.train.checkpoint import FORMAT, load_checkpoint
 from clip2scene_core.train.config import build_config, read_yaml_config
 from clip2scene_core.train.evaluation import predict_frame
-from clip2scene_core.train.losses import LossConfig, cosine_logits, kl_distillation_loss, pretraining_loss, pseudo_labels
+from clip2scene_core.train.losses import (
+    LossConfig, cosine_logits, kl_distillation_loss, pretraining_loss, pseudo_labels,
+)
 from clip2scene_core.train.pairs import PairingOptions, SimulatedTeacher
 from clip2scene_core.train.pretrain import (
     DEFAULT_PRETRAIN_CONFIG, model_config_for, optimizer_step, pretrain, pretraining_losses,
@@ -61,7 +63,8 @@ def test_pretraining_writes_a_self_describing_checkpoint_with_val_metrics(pretra
     assert checkpoint["model_config"]["text_dim"] == 384 and checkpoint["model_config"]["in_channels"] == 1
     assert checkpoint["train_classes"] == list(SYNTHETIC_CLASSES) and checkpoint["voxel_size"] == 0.3
     metrics = checkpoint["metrics"]
-    assert metrics["step"] == 4 and 0.0 <= metrics["miou"] <= 1.0 and set(metrics["per_class_iou"]) == set(SYNTHETIC_CLASSES)
+    assert metrics["step"] == 4 and 0.0 <= metrics["miou"] <= 1.0
+    assert set(metrics["per_class_iou"]) == set(SYNTHETIC_CLASSES)
     torch.testing.assert_close(checkpoint["extra"]["class_embeddings"], torch.load(text_file)["embeddings"])
     build_model(checkpoint["model_config"]).load_state_dict(checkpoint["state_dict"])
     history = [json.loads(line) for line in (pretrained.parent / "history.jsonl").read_text().splitlines()]
@@ -158,11 +161,13 @@ def test_cli_pretrain_then_evaluate_writes_the_reports(text_file, tmp_path, caps
     assert code == 0 and (out / "model.pt").is_file()
     assert load_checkpoint(out / "model.pt")["extra"]["config"]["pairs"]["num_sweeps"] == 1
     report = tmp_path / "report"
-    assert cli.main(["evaluate", "--checkpoint", str(out / "model.pt"), "--out", str(report)]) == 0
+    assert cli.main(["evaluate", "--checkpoint", str(out / "model.pt"), "--out", str(report),
+                     "--teacher-baseline"]) == 0
     printed = capsys.readouterr().out
-    assert "mIoU" in printed and "annotation-free" in printed
+    assert "mIoU" in printed and "annotation-free" in printed and "teacher projected pseudo-labels" in printed
     summary = json.loads((report / "metrics.json").read_text())
     assert summary["mode"] == "annotation-free" and set(summary["per_class"]) == set(SYNTHETIC_CLASSES)
+    assert 0.0 <= summary["teacher_miou"] <= 1.0
     assert "mIoU" in (report / "iou.txt").read_text()
     assert (report / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 

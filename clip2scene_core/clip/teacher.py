@@ -36,8 +36,11 @@ def _stack_images(images: ImageBatch) -> Tensor:
         shapes = {tuple(np.shape(image)) for image in images}
         if len(shapes) != 1:
             raise ValueError(f"images in one batch must share a size, got {sorted(shapes)}")
-        batch = torch.stack([torch.as_tensor(np.asarray(image)) for image in images])
+        # np.stack copies, so read-only inputs (memory-mapped or message buffers) are fine
+        batch = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
     else:
+        if isinstance(images, np.ndarray) and not images.flags.writeable:
+            images = images.copy()
         batch = torch.as_tensor(images)
         if batch.ndim == 3:
             batch = batch[None]

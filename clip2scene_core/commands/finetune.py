@@ -25,7 +25,8 @@ FLAGS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--checkpoint", help="pretrained clip2scene checkpoint (omit: random initialisation)")
-    parser.add_argument("--label-fraction", type=float, help="share of training frames with labels (0.01 = every 100th)")
+    parser.add_argument("--label-fraction", type=float,
+                        help="share of training frames with labels (0.01 = every 100th)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset kind (data.kind)")
     parser.add_argument("--root", help="dataset folder (data.root)")
     parser.add_argument("--epochs", type=int)
@@ -35,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", help="output folder (out_dir)")
     parser.add_argument("--device", help="auto | cpu | cuda")
-    parser.add_argument("--resume", nargs="?", const="auto", help="continue from a training state (default: OUT/last.pt)")
+    parser.add_argument("--resume", nargs="?", const="auto",
+                        help="continue from a training state (default: OUT/last.pt)")
     parser.add_argument("--print-config", action="store_true", help="print the merged config and exit")
 
 

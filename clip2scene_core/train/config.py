@@ -3,7 +3,7 @@
 A config is a nested dict of plain values. ``merge_config(defaults, override)`` replaces leaves and
 recurses into dicts; a key the defaults do not know raises ``ValueError`` (a typo must not silently
 train with the default). Free-form sections (loader ``options``, ``model`` overrides) hold whatever
-their consumer accepts and are replaced as a whole. ``--set data.kind=nuscenes --set loss.temperature=0.07`` style overrides are
+their consumer accepts and are replaced as a whole. Overrides like ``--set data.kind=nuscenes`` are
 parsed with YAML, so ``true``, ``0.5``, ``[1, 2]`` and ``null`` become the values they look like.
 """
 from __future__ import annotations

@@ -38,7 +38,9 @@ from clip2scene_core.train.pretrain import (
     DEFAULT_PRETRAIN_CONFIG, HISTORY_FILE, MODEL_FILE, STATE_FILE, augment_options, model_config_for,
     open_history, optimizer_step, resume_path,
 )
-from clip2scene_core.train.schedule import DEFAULT_OPTIMIZER_CONFIG, DEFAULT_SCHEDULE_CONFIG, build_optimizer, build_scheduler
+from clip2scene_core.train.schedule import (
+    DEFAULT_OPTIMIZER_CONFIG, DEFAULT_SCHEDULE_CONFIG, build_optimizer, build_scheduler,
+)
 from clip2scene_core.train.splits import DEFAULT_DATA_CONFIG, FrameSelection, open_split
 from clip2scene_core.train.text_space import (
     DEFAULT_TEXT_CONFIG, class_text_embeddings, class_vocabulary, text_encoder_spec,

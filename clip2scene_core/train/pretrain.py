@@ -44,7 +44,9 @@ from clip2scene_core.train.losses import (
     spatial_temporal_consistency_loss, switchable_self_training_targets, total_loss,
 )
 from clip2scene_core.train.pairs import MaskCLIPPixelTeacher, PairingOptions, PixelTeacher, SimulatedTeacher
-from clip2scene_core.train.schedule import DEFAULT_OPTIMIZER_CONFIG, DEFAULT_SCHEDULE_CONFIG, build_optimizer, build_scheduler
+from clip2scene_core.train.schedule import (
+    DEFAULT_OPTIMIZER_CONFIG, DEFAULT_SCHEDULE_CONFIG, build_optimizer, build_scheduler,
+)
 from clip2scene_core.train.splits import DEFAULT_DATA_CONFIG, Split, open_split
 from clip2scene_core.train.text_space import (
     DEFAULT_TEXT_CONFIG, class_text_embeddings, class_vocabulary, text_encoder_spec,
@@ -300,6 +302,8 @@ def _pretrain(cfg: dict[str, Any], context: DistributedContext) -> Path:
                           **{k: losses[k].item() for k in ("total", "semantic", "spatial_temporal")}}
                 progress.set_postfix(loss=f"{record['total']:.3f}", L_S=f"{record['semantic']:.3f}",
                                      L_SSR=f"{record['spatial_temporal']:.3f}", lr=f"{record['lr']:.3g}")
+                if not record["pairs"]:
+                    logger.warning("step %d: no point-pixel pairs (frames without cameras?)", step)
                 if history is not None:
                     history.write(json.dumps(record) + "\n")
                     history.flush()

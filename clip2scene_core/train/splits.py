@@ -84,7 +84,8 @@ def open_split(data_config: Mapping[str, Any], split: str) -> Split:
     try:
         dataset = open_dataset(data_config["kind"], data_config["root"], **options)
     except TypeError as error:  # an option the loader does not take
-        raise ValueError(f"data options {sorted(options)} do not fit the {data_config['kind']} loader: {error}") from error
+        raise ValueError(f"data options {sorted(options)} do not fit the {data_config['kind']} loader: "
+                         f"{error}") from error
     frames = FrameSelection(dataset, select_frames(len(dataset), data_config[split]["frames"]))
     if data_config["in_memory"]:
         frames = [frame for frame in tqdm(frames, desc=f"load {split}", unit="frame")]

@@ -55,7 +55,8 @@ def text_encoder_spec(text_config: Mapping[str, Any], clip_model: str = "ViT-B-1
         return open_clip_spec(clip_model, str(clip_pretrained))
     if isinstance(encoder, Mapping):
         return dict(encoder)
-    raise ValueError(f"text.encoder must be 'minilm', 'open_clip' or a {{kind, name, weights}} mapping, got {encoder!r}")
+    raise ValueError(f"text.encoder must be 'minilm', 'open_clip' or a {{kind, name, weights}} mapping, "
+                     f"got {encoder!r}")
 
 
 def class_text_embeddings(text_config: Mapping[str, Any], classes: Sequence[ClassPrompt],
