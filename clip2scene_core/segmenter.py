@@ -19,7 +19,7 @@ import torch
 from clip2scene_core.frame import Camera, Frame
 from clip2scene_core.geometry import project_points_to_image
 from clip2scene_core.inputs import point_features, sparse_input
-from clip2scene_core.model import build_model
+from clip2scene_core.model import restore_model
 from clip2scene_core.train.checkpoint import load_checkpoint
 
 LOGGER = logging.getLogger(__name__)
@@ -97,13 +97,15 @@ class Segmenter:
         image_teacher: MaskCLIP teacher for the 2D-3D ensemble: a teacher object, ``"auto"`` to
             build the checkpoint's own CLIP image tower (open_clip text spaces only), or None
             (LiDAR only).
+        backend: sparse convolution backend to run the network with (``pure`` | ``spconv`` |
+            ``minkowski``); None = the one it was trained with (weights are converted).
     """
 
     def __init__(self, checkpoint: Union[str, Path, dict], class_names: Optional[Sequence[str]] = None,
                  device: str = "auto", score_threshold: float = -1.0,
                  prompt_templates: Optional[Sequence[str]] = None,
                  text_cache_dir: Optional[Union[str, Path]] = None, text_encoder: Any = None,
-                 image_teacher: Any = None) -> None:
+                 image_teacher: Any = None, backend: Optional[str] = None) -> None:
         from clip2scene_core.clip.text_encoders import build_text_encoder
 
         state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
@@ -112,8 +114,7 @@ class Segmenter:
         self.input_features = list(state["input_features"])
         self.train_classes = tuple(state["train_classes"])
         self.text_spec = dict(state["text_encoder"])
-        self.model = build_model(state["model_config"])
-        self.model.load_state_dict(state["state_dict"])
+        self.model = restore_model(state["model_config"], state["state_dict"], backend)
         self.model.to(self.device).eval()
         if text_encoder is not None and not same_text_space(text_encoder.spec, self.text_spec):
             raise ValueError(f"text encoder {text_encoder.spec} is not the checkpoint's text space "

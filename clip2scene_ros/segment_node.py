@@ -85,6 +85,7 @@ def descriptor(description: str, read_only: bool = False, float_range=None, int_
 DESCRIPTORS = {
     "checkpoint": descriptor("clip2scene checkpoint file (.pt)", read_only=True),
     "device": descriptor("auto | cpu | cuda[:N]", read_only=True),
+    "sparse_backend": descriptor("'' (the checkpoint's) | pure | spconv | minkowski", read_only=True),
     "class_names": descriptor("open-vocabulary class list ([''] = the checkpoint's classes)"),
     "prompt_templates": descriptor("prompt templates with one '{}' ([''] = 85-template ensemble)"),
     "score_threshold": descriptor("cosine score under which a point is unknown (65535)",
@@ -191,6 +192,7 @@ class SegmentNode(Node):
             checkpoint,
             class_names=non_empty(param("class_names")) or None,
             device=str(param("device")),
+            backend=str(param("sparse_backend")) or None,
             score_threshold=float(param("score_threshold")),
             prompt_templates=non_empty(param("prompt_templates")) or None,
             text_cache_dir=str(param("text_cache_dir")) or None,

@@ -240,6 +240,14 @@ def test_node_without_checkpoint_exits_with_a_reason(ros_env):
     assert "checkpoint" in result.stderr
 
 
+def test_node_with_an_unknown_sparse_backend_exits_with_a_reason(ros_env, tiny_checkpoint):
+    result = subprocess.run([sys.executable, "-m", "clip2scene_ros.segment_node", "--ros-args",
+                             "-p", f"checkpoint:={tiny_checkpoint}", "-p", "sparse_backend:=torchsparse"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    assert "'backend' must be one of" in result.stderr and "torchsparse" in result.stderr
+
+
 def test_installed_executable_runs_with_the_params_file(ros_env, tiny_checkpoint, tmp_path, rclpy_context):
     """The console script + config/segment.yaml, exactly as launch/segment.launch.py starts them."""
     executable = ROOT / ".venv" / "bin" / "clip2scene_segment"
@@ -249,7 +257,7 @@ def test_installed_executable_runs_with_the_params_file(ros_env, tiny_checkpoint
     argv = [str(executable), "--ros-args", "-r", "__node:=clip2scene_segment",
             "--params-file", str(ROOT / "config" / "segment.yaml"), "-p", f"checkpoint:={tiny_checkpoint}",
             "-p", f"prompt_templates:={json.dumps(TEMPLATES)}", "-p", f"text_cache_dir:={tmp_path}",
-            "-p", "reliability:=reliable", "-r", "points:=/launch_test/points",
+            "-p", "reliability:=reliable", "-p", "sparse_backend:=pure", "-r", "points:=/launch_test/points",
             "-r", "segmented_points:=/launch_test/segmented"]
     import rclpy
     from rclpy.executors import SingleThreadedExecutor

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 
+import numpy as np
 import pytest
 import torch
 
-from clip2scene_core.model import TINY_MODEL_CONFIG, build_model, load_weights
+from clip2scene_core.model import TINY_MODEL_CONFIG, build_model, load_weights, restore_model
+from clip2scene_core.segmenter import Segmenter
 from clip2scene_core.sparse import SparseTensor
 from clip2scene_core.sparse.backends import conv_backend
 from clip2scene_core.sparse.backends.base import aligned_grid
@@ -109,12 +112,15 @@ def test_aligned_grid_shifts_by_multiples_of_the_coarsest_stride():
     assert shifted.dtype == torch.int32
 
 
-def test_unknown_or_missing_backends_fail_clearly():
+@pytest.mark.parametrize("backend, package", [("minkowski", "MinkowskiEngine"), ("spconv", "spconv")])
+def test_unknown_or_missing_backends_fail_clearly(backend, package, monkeypatch):
     with pytest.raises(ValueError, match="unknown sparse backend"):
         conv_backend("torchsparse")
-    if not HAS_MINKOWSKI:
-        with pytest.raises(ImportError, match="MinkowskiEngine"):
-            conv_backend("minkowski")
+    # As if the library were not installed (None in sys.modules makes its import fail).
+    monkeypatch.setitem(sys.modules, package, None)
+    monkeypatch.delitem(sys.modules, f"clip2scene_core.sparse.backends.{backend}", raising=False)
+    with pytest.raises(ImportError, match=f"sparse backend '{backend}' needs the {package} package"):
+        conv_backend(backend)
 
 
 def _batch(generator: torch.Generator, channels: int) -> SparseTensor:
@@ -171,3 +177,30 @@ def test_library_model_matches_the_pure_model_with_converted_weights(backend):
     load_weights(again, library.state_dict(), backend)
     torch.testing.assert_close(again(SparseTensor(x.feats, x.coords))["semantic"], pure_out.detach(),
                                rtol=1e-10, atol=1e-10)
+
+
+def test_restore_model_runs_a_checkpoint_with_its_own_backend_by_default():
+    torch.manual_seed(9)
+    trained = build_model(TINY_MODEL_CONFIG).double().eval()
+    restored = restore_model(trained.config, trained.state_dict()).double().eval()
+    assert restored.config == trained.config
+    x = _batch(torch.Generator().manual_seed(9), 1)
+    torch.testing.assert_close(restored(x)["semantic"], trained(SparseTensor(x.feats, x.coords))["semantic"])
+    with pytest.raises(ValueError, match="'backend' must be one of"):
+        restore_model(trained.config, trained.state_dict(), "torchsparse")
+
+
+@pytest.mark.parametrize("backend", LIBRARY_BACKENDS)
+def test_a_checkpoint_runs_with_another_backend_both_ways(backend, tiny_checkpoint):
+    points = torch.rand(3000, 3, generator=torch.Generator().manual_seed(10)).numpy() * 20 - 10
+    intensity = points[:, 0] * 0 + 0.5
+    pure = Segmenter(tiny_checkpoint, device="cpu")
+    library = Segmenter(tiny_checkpoint, device="cpu", backend=backend)
+    assert library.model.config["backend"] == backend
+    want = pure.segment(points, intensity, return_embeddings=True)
+    got = library.segment(points, intensity, return_embeddings=True)
+    np.testing.assert_allclose(got.embeddings, want.embeddings, atol=1e-5)
+    # ... and a checkpoint written by the library backend runs with the pure one.
+    back = restore_model(library.model.config, library.model.state_dict(), "pure")
+    for key, value in back.state_dict().items():
+        torch.testing.assert_close(value, pure.model.state_dict()[key])

@@ -19,7 +19,7 @@ from clip2scene_core.train.config import add_config_arguments, config_from_args,
 
 FLAGS = {
     "checkpoint": "checkpoint", "mode": "mode", "dataset": "data.kind", "root": "data.root", "split": "split",
-    "head": "head", "out": "out_dir", "device": "device",
+    "head": "head", "out": "out_dir", "device": "device", "backend": "backend",
 }
 
 
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score the simulated teacher's projected pseudo-labels (synthetic world)")
     parser.add_argument("--out", help="report folder (out_dir)")
     parser.add_argument("--device", help="auto | cpu | cuda")
+    parser.add_argument("--backend", help="sparse backend to run the network with: pure | spconv | minkowski "
+                                          "(default: the checkpoint's)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from clip2scene_core.model.factory import (
     build_model,
     load_weights,
     resolve_config,
+    restore_model,
 )
 from clip2scene_core.model.heads import ProjectionHeads
 from clip2scene_core.model.minkunet import MinkUNet
@@ -19,4 +20,5 @@ __all__ = [
     "build_model",
     "load_weights",
     "resolve_config",
+    "restore_model",
 ]

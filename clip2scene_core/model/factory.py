@@ -95,3 +95,14 @@ def load_weights(model: SceneNetwork, state_dict: Mapping[str, torch.Tensor], so
     if source_backend != target:
         state_dict = convert_state_dict(state_dict, kernel_keys(model), source_backend, target)
     model.load_state_dict(state_dict)
+
+
+def restore_model(model_config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
+                  backend: str | None = None) -> SceneNetwork:
+    """The network a checkpoint describes, with its weights, run by ``backend`` (None: the one it was
+    trained with). Kernels are converted when the backends differ, so a checkpoint trained with the pure
+    backend runs with spconv or MinkowskiEngine, and back."""
+    config = resolve_config(model_config)
+    model = build_model(dict(config, backend=backend or config["backend"]))
+    load_weights(model, state_dict, config["backend"])
+    return model

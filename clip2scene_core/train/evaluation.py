@@ -27,7 +27,7 @@ from clip2scene_core.clip.prompts import ClassPrompt
 from clip2scene_core.evaluate import ConfusionMatrix
 from clip2scene_core.frame import Frame
 from clip2scene_core.inputs import frame_features, sparse_input
-from clip2scene_core.model import build_model
+from clip2scene_core.model import restore_model
 from clip2scene_core.train.checkpoint import load_checkpoint
 from clip2scene_core.train.config import merge_config
 from clip2scene_core.train.losses import cosine_logits
@@ -189,6 +189,7 @@ DEFAULT_EVALUATE_CONFIG: dict[str, Any] = {
     "mode": "auto",  # auto (finetuned when the checkpoint has a classifier) | annotation-free | finetuned
     "head": "semantic",
     "device": "auto",
+    "backend": None,  # sparse backend to run the network with; None = the checkpoint's
     "split": "val",  # which data split to evaluate
     "out_dir": "runs/evaluate",
     "data": None,  # None = the data section the checkpoint was trained with (train/splits.py keys)
@@ -251,8 +252,7 @@ def evaluate_checkpoint(config: Optional[Mapping[str, Any]] = None) -> dict[str,
     split = open_split(data, cfg["split"])
     classes = class_vocabulary(cfg["text"], data["kind"], split.class_names)
     vectors, mode = checkpoint_class_vectors(checkpoint, classes, cfg["mode"], cfg["text"])
-    model = build_model(checkpoint["model_config"])
-    model.load_state_dict(checkpoint["state_dict"])
+    model = restore_model(checkpoint["model_config"], checkpoint["state_dict"], cfg["backend"])
     model.to(resolve_device(cfg["device"]))
     result = evaluate_model(model, split.frames, vectors, checkpoint["input_features"],
                             checkpoint["voxel_size"], cfg["head"])

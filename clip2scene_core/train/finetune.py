@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from clip2scene_core.inputs import sparse_input
-from clip2scene_core.model import build_model
+from clip2scene_core.model import build_model, restore_model
 from clip2scene_core.sparse import SparseTensor
 from clip2scene_core.train.batching import (
     EpochBatches, LabelledBatch, LabelledCollator, batch_loader, batch_to, epoch_batches,
@@ -151,8 +151,7 @@ def _finetune(cfg: dict[str, Any], context: DistributedContext) -> Path:
         stored = (pretrained["train_classes"], pretrained["extra"]["class_embeddings"]) \
             if "class_embeddings" in pretrained["extra"] else None
         text, text_spec = class_text_embeddings(cfg["text"], classes, text_spec, stored)
-        network = build_model(model_config)
-        network.load_state_dict(pretrained["state_dict"])
+        network = restore_model(model_config, pretrained["state_dict"])
     else:
         spec = None if cfg["text"]["embeddings_file"] else text_encoder_spec(cfg["text"])
         text, text_spec = class_text_embeddings(cfg["text"], classes, spec)

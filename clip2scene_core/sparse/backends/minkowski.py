@@ -6,8 +6,8 @@ multiples of s) inside a coordinate manager, one per tensor family here, kept in
 `convert`). When it builds the stride-1 map it may reorder the voxels; the permutation is kept so
 layers at stride 1 read and write rows in the `SparseTensor`'s own order.
 
-MinkowskiEngine cannot be built on the project's machines: this backend follows the library's
-documented API and is exercised by the parity tests wherever the library is installed.
+MinkowskiEngine is not on PyPI as a wheel: ``tools/build_minkowski.sh`` builds it against the
+project's torch. The parity tests (test_sparse_backends.py) run wherever it is installed.
 """
 from __future__ import annotations
 
