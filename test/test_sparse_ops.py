@@ -1,6 +1,8 @@
 """Sparse ops of the pure backend agree with dense torch convolutions (values and gradients, fp64)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -222,6 +224,30 @@ def test_conv_under_autocast_computes_in_the_autocast_dtype_and_returns_input_dt
     assert out.feats.dtype == torch.bfloat16
     out.feats.float().sum().backward()
     assert feats.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
+
+
+def test_reused_workspaces_give_the_same_results_in_any_order_of_modes_and_threads():
+    """Scratch buffers are reused across calls: inference mode, training and other threads must not
+    see each other's (an inference tensor cannot even be written outside inference mode)."""
+    g = torch.Generator().manual_seed(12)
+    x, _ = random_voxels(g, channels=3)
+    conv = SubmanifoldConv3d(3, 5).double()
+    with torch.no_grad():
+        want = conv(x).feats
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x).feats, want)
+    feats = x.feats.clone().requires_grad_(True)
+    out = conv(x.with_feats(feats)).feats
+    torch.testing.assert_close(out.detach(), want)
+    out.sum().backward()  # the backward gathers into the same slots as the forward did
+    expected = torch.autograd.grad(conv(x.with_feats(x.feats.clone().requires_grad_(True))).feats.sum(),
+                                   conv.weight)[0]
+    torch.testing.assert_close(conv.weight.grad, expected)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(conv(x).feats.detach()))
+    thread.start()
+    thread.join()
+    torch.testing.assert_close(results[0], want)
 
 
 def test_pointwise_ops_act_on_features_and_keep_voxels():
