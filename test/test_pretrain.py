@@ -65,7 +65,8 @@ def test_pretraining_writes_a_self_describing_checkpoint_with_val_metrics(pretra
     metrics = checkpoint["metrics"]
     assert metrics["step"] == 4 and 0.0 <= metrics["miou"] <= 1.0
     assert set(metrics["per_class_iou"]) == set(SYNTHETIC_CLASSES)
-    torch.testing.assert_close(checkpoint["extra"]["class_embeddings"], torch.load(text_file)["embeddings"])
+    torch.testing.assert_close(checkpoint["extra"]["class_embeddings"],
+                               torch.load(text_file, weights_only=True)["embeddings"])
     build_model(checkpoint["model_config"]).load_state_dict(checkpoint["state_dict"])
     history = [json.loads(line) for line in (pretrained.parent / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history] == [1, 2, 3, 4]
@@ -98,7 +99,7 @@ def test_evaluation_predicts_exactly_what_the_segmenter_does(pretrained, tiny_fr
 
 def one_batch(tiny_frames, sigma: float = 0.2):
     frames, config = tiny_frames
-    text = torch.load(config["text"]["embeddings_file"])["embeddings"]
+    text = torch.load(config["text"]["embeddings_file"], weights_only=True)["embeddings"]
     collate = PretrainCollator(SimulatedTeacher(text, sigma), PairingOptions(num_sweeps=2), ("intensity",), 0.1)
     return collate(frames, [0, 1], torch.Generator().manual_seed(0)), text, config
 
