@@ -43,12 +43,12 @@ def random_checkpoint(folder: Path, preset: str) -> Path:
 
     from clip2scene_core.clip.text_encoders import minilm_spec
     from clip2scene_core.data.labels import SYNTHETIC_CLASSES
-    from clip2scene_core.model import DEFAULT_MODEL_CONFIG, TINY_MODEL_CONFIG, build_model
+    from clip2scene_core.model import build_model
     from clip2scene_core.train.checkpoint import save_checkpoint
+    from clip2scene_core.train.pretrain import MODEL_PRESETS
 
     torch.manual_seed(0)
-    base = {"default": DEFAULT_MODEL_CONFIG, "tiny": TINY_MODEL_CONFIG}[preset]
-    config = dict(base, in_channels=1, text_dim=384)
+    config = dict(MODEL_PRESETS[preset], in_channels=1, text_dim=384)
     path = folder / f"random_{preset}.pt"
     save_checkpoint(path, model_config=config, state_dict=build_model(config).state_dict(),
                     text_encoder=minilm_spec(), voxel_size=0.1, input_features=["intensity"],

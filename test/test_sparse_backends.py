@@ -193,7 +193,7 @@ def test_restore_model_runs_a_checkpoint_with_its_own_backend_by_default():
 @pytest.mark.parametrize("backend", LIBRARY_BACKENDS)
 def test_a_checkpoint_runs_with_another_backend_both_ways(backend, tiny_checkpoint):
     points = torch.rand(3000, 3, generator=torch.Generator().manual_seed(10)).numpy() * 20 - 10
-    intensity = points[:, 0] * 0 + 0.5
+    intensity = np.full(len(points), 0.5, np.float32)
     pure = Segmenter(tiny_checkpoint, device="cpu")
     library = Segmenter(tiny_checkpoint, device="cpu", backend=backend)
     assert library.model.config["backend"] == backend

@@ -61,8 +61,6 @@ def _gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kmap: Kern
         out = feats @ weight[kmap.identity_offset]
     else:
         out = feats.new_zeros((kmap.num_out, weight.shape[2]))
-    if not kmap.pairs:
-        return out
     for group in kmap.groups:
         products = workspace("products", group.num_pairs, weight.shape[2], feats)
         start = 0
