@@ -162,3 +162,43 @@ def test_augmentation_is_a_rigid_yaw_flip_and_scale():
     np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 2 * np.linalg.norm(points, axis=1), rtol=1e-5)
     np.testing.assert_allclose(moved[:, 2], 2 * points[:, 2], rtol=1e-5)
     assert augment_points(points, None, torch.Generator()) is points
+
+
+@pytest.mark.parametrize("max_pairs", [None, 60])
+def test_prepared_frames_give_bit_identical_batches_and_losses(max_pairs):
+    """The in-memory cache of pairs, grid cells and input features changes nothing a step computes."""
+    from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
+    from clip2scene_core.data.synthetic_render import LidarConfig
+    from clip2scene_core.model import build_model
+    from clip2scene_core.train.losses import grid_cell_ids
+    from clip2scene_core.train.pretrain import DEFAULT_PRETRAIN_CONFIG, model_config_for, pretraining_losses
+
+    world = SyntheticDataset(seed=1, num_scenes=1, frames_per_scene=2,
+                             config=SyntheticConfig(lidar=LidarConfig(azimuth_steps=96), num_sweeps=2))
+    frames = [world[0], world[1]]
+    text = torch.nn.functional.normalize(torch.randn(10, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    collate = PretrainCollator(SimulatedTeacher(text, 0.5), PairingOptions(num_sweeps=2), ("intensity",),
+                               cell_size=0.2, augment=AugmentOptions(), max_pairs_per_frame=max_pairs)
+    fresh = collate(frames, [0, 1], step_generator(0, 1, 2))
+    cached = collate([collate.prepare(frame) for frame in frames], [0, 1], step_generator(0, 1, 2))
+    for name, value in vars(fresh).items():
+        other = getattr(cached, name)
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, name
+    if max_pairs is None:  # the cells are those of the stitched points of the kept pairs, by definition
+        stitched, frame_of_pair = [], []
+        for b, frame in enumerate(frames):
+            kept, _ = collate.teacher.pixel_features(frame, b, pair_points_with_cameras(frame, collate.pairing),
+                                                     torch.Generator())
+            stitched.append(torch.from_numpy(kept.points[kept.point_index]))
+            frame_of_pair.append(torch.full((len(kept),), b))
+        assert torch.equal(fresh.cell_ids, grid_cell_ids(torch.cat(stitched), 0.2, torch.cat(frame_of_pair)))
+    else:
+        assert len(fresh.pair_point) <= 2 * max_pairs
+    config = {**DEFAULT_PRETRAIN_CONFIG, "model_preset": "tiny", "amp": False}
+    losses = []
+    for batch in (fresh, cached):
+        torch.manual_seed(0)
+        model = build_model(model_config_for(config, 8))
+        losses.append(pretraining_losses(model, batch, text, config, 5, 0, torch.Generator().manual_seed(3)))
+    for key in ("total", "semantic", "spatial_temporal"):
+        assert torch.equal(losses[0][key], losses[1][key]), key

@@ -7,7 +7,7 @@ Config keys: ``in_channels`` (per-voxel input features), ``text_dim`` (D of the 
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -74,11 +74,14 @@ class SceneNetwork(nn.Module):
                                  self.config["blocks_per_stage"], backend)
         self.heads = ProjectionHeads(self.backbone.out_channels, self.config["text_dim"])
 
-    def forward(self, x: SparseTensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: SparseTensor, rows: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """rows: optional (R,) int64 voxel rows; the heads then run on those rows only and return
+        (R, D). Pretraining needs the D-dimensional (384-512) embeddings only at paired points, and
+        on every voxel they cost more time and memory than the whole backbone."""
         if x.num_channels != self.config["in_channels"]:
             raise ValueError(f"model expects {self.config['in_channels']} input channels, got {x.num_channels}")
         features = self.backbone(x).feats
-        return {**self.heads(features), "features": features}
+        return {**self.heads(features if rows is None else features.index_select(0, rows)), "features": features}
 
 
 def build_model(config: Mapping[str, Any]) -> SceneNetwork:

@@ -11,9 +11,10 @@ the batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, fields
-from typing import Callable, Generic, Optional, Sequence, TypeVar
+from typing import Callable, Generic, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from clip2scene_core.frame import Frame
 from clip2scene_core.inputs import point_features
 from clip2scene_core.train.losses import grid_cell_ids
-from clip2scene_core.train.pairs import PairingOptions, PixelTeacher, pair_points_with_cameras
+from clip2scene_core.train.pairs import FramePairs, PairingOptions, PixelTeacher, pair_points_with_cameras
 
 BatchT = TypeVar("BatchT")
 
@@ -122,6 +123,34 @@ def sweep_samples(frame: Frame, num_sweeps: int) -> list[tuple[np.ndarray, Optio
 
 
 @dataclass(frozen=True)
+class PreparedFrame:
+    """What a pretraining sample keeps between epochs: its frame, its point-pixel pairs (with each
+    pair's grid cell, ``FramePairs.cell_ids``) and each sweep's network input features.
+
+    Pairing registers the sweeps and z-buffers them into every camera; the grid cells need a
+    ``unique`` over the stitched points: both are deterministic, so an in-memory training split
+    computes them once (:meth:`PretrainCollator.prepare`) instead of once per epoch.
+    """
+
+    frame: Frame
+    pairs: FramePairs
+    features: tuple[np.ndarray, ...]
+
+
+def dense_cell_ids(frame_cells: Sequence[np.ndarray]) -> Tensor:
+    """Batch-wide dense cell ids from per-frame cell ids (each ordered like the cells they name).
+
+    Equals ``grid_cell_ids(points, cell_size, frame_of_pair)`` over the batch's pairs: cells are
+    ordered by frame first, then by the frame's own order, and numbered densely.
+    """
+    offset, shifted = 0, []
+    for cells in frame_cells:
+        shifted.append(cells + offset)
+        offset += int(cells.max(initial=-1)) + 1
+    return torch.unique(torch.from_numpy(np.concatenate(shifted)), return_inverse=True)[1]
+
+
+@dataclass(frozen=True)
 class PretrainCollator:
     """Builds a :class:`PretrainBatch` from frames (runs in DataLoader workers; picklable).
 
@@ -141,31 +170,38 @@ class PretrainCollator:
     augment: Optional[AugmentOptions] = None
     max_pairs_per_frame: Optional[int] = None
 
-    def __call__(self, frames: Sequence[Frame], frame_indices: Sequence[int],
+    def prepare(self, frame: Frame) -> PreparedFrame:
+        """The epoch-independent part of a sample (see :class:`PreparedFrame`)."""
+        pairs = pair_points_with_cameras(frame, self.pairing)
+        cells = grid_cell_ids(torch.from_numpy(pairs.points[pairs.point_index]), self.cell_size).numpy()
+        pairs = dataclasses.replace(pairs, cell_ids=cells)
+        features = tuple(point_features(self.input_features, len(xyz), intensity, colors)
+                         for xyz, intensity, colors, _ in sweep_samples(frame, self.pairing.num_sweeps))
+        return PreparedFrame(frame, pairs, features)
+
+    def __call__(self, frames: Sequence[Union[Frame, PreparedFrame]], frame_indices: Sequence[int],
                  generator: torch.Generator) -> PretrainBatch:
         points, features, sample, labels = [], [], [], []
-        pair_point, pair_frame, pair_source, stitched, pixel_features = [], [], [], [], []
+        pair_point, frame_cells, pair_source, pixel_features = [], [], [], []
         offset = 0
-        for b, (frame, frame_index) in enumerate(zip(frames, frame_indices)):
-            pairs = pair_points_with_cameras(frame, self.pairing)
+        for item, frame_index in zip(frames, frame_indices):
+            prepared = item if isinstance(item, PreparedFrame) else self.prepare(item)
+            frame, pairs = prepared.frame, prepared.pairs
             if self.max_pairs_per_frame is not None and len(pairs) > self.max_pairs_per_frame:
                 chosen = torch.randperm(len(pairs), generator=generator)[: self.max_pairs_per_frame]
                 pairs = pairs.select(np.sort(chosen.numpy()))
             pairs, pixel = self.teacher.pixel_features(frame, frame_index, pairs, generator)
             used_sweeps = int(pairs.source.max(initial=0)) + 1  # register_sweeps may skip sweeps older than S
-            for xyz, intensity, colors, truth in sweep_samples(frame, used_sweeps):
+            for (xyz, _, _, truth), sweep_features in zip(sweep_samples(frame, used_sweeps), prepared.features):
                 points.append(augment_points(xyz, self.augment, generator))
-                features.append(point_features(self.input_features, len(xyz), intensity, colors))
+                features.append(sweep_features)
                 sample.append(np.full(len(xyz), len(sample), dtype=np.int64))
                 labels.append(np.zeros(len(xyz), np.int64) if truth is None else truth)
             pair_point.append(pairs.point_index + offset)
-            pair_frame.append(np.full(len(pairs), b, dtype=np.int64))
+            frame_cells.append(pairs.cell_ids)
             pair_source.append(pairs.source[pairs.point_index])
-            stitched.append(pairs.points[pairs.point_index])
             pixel_features.append(pixel)
             offset += len(pairs.points)
-        paired_points = torch.from_numpy(np.concatenate(stitched))
-        frame_of_pair = torch.from_numpy(np.concatenate(pair_frame))
         return PretrainBatch(
             points=torch.from_numpy(np.concatenate(points)),
             features=torch.from_numpy(np.concatenate(features)),
@@ -173,7 +209,7 @@ class PretrainCollator:
             labels=torch.from_numpy(np.concatenate(labels)),
             pair_point=torch.from_numpy(np.concatenate(pair_point)),
             pixel_features=torch.cat(pixel_features).float(),
-            cell_ids=grid_cell_ids(paired_points, self.cell_size, frame_of_pair),
+            cell_ids=dense_cell_ids(frame_cells),
             pair_source=torch.from_numpy(np.concatenate(pair_source)),
             num_frames=len(frames),
         )

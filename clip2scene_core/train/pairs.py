@@ -60,7 +60,9 @@ class FramePairs:
     points: (N', 3) float32, metres, keyframe LiDAR frame (keyframe points first, then each sweep);
     source: (N',) int64, 0 = keyframe, k = ``frame.sweeps[k - 1]``;
     point_index: (M,) int64 into ``points``; camera_index: (M,) int64 into ``frame.cameras``;
-    pixels: (M, 2) float32 (u = column, v = row, pixel centres at +0.5).
+    pixels: (M, 2) float32 (u = column, v = row, pixel centres at +0.5);
+    cell_ids: optional (M,) int64 grid cell of each pair's point (Eq. 2-4), set by the training
+    batcher's frame cache and carried through :meth:`select`.
     """
 
     points: np.ndarray
@@ -68,6 +70,7 @@ class FramePairs:
     point_index: np.ndarray
     camera_index: np.ndarray
     pixels: np.ndarray
+    cell_ids: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(len(self.point_index))
@@ -75,7 +78,7 @@ class FramePairs:
     def select(self, keep: np.ndarray) -> "FramePairs":
         """The same cloud with only the pairs where ``keep`` (M,) bool (or index array) holds."""
         return FramePairs(self.points, self.source, self.point_index[keep], self.camera_index[keep],
-                          self.pixels[keep])
+                          self.pixels[keep], None if self.cell_ids is None else self.cell_ids[keep])
 
     def pixel_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """Integer (rows, cols), each (M,) int64, of the pixels the pairs fall in."""

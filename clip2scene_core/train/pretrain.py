@@ -58,6 +58,7 @@ MODEL_PRESETS = {"default": DEFAULT_MODEL_CONFIG, "tiny": TINY_MODEL_CONFIG}
 STATE_FILE = "last.pt"  # resumable training state, rewritten every checkpoint_every steps
 MODEL_FILE = "model.pt"  # final self-describing checkpoint
 HISTORY_FILE = "history.jsonl"  # one JSON line of losses per step
+CURVE_FILE = "val_curve.jsonl"  # one JSON line of val metrics per eval.every_epochs epochs
 
 DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
     "seed": 0,
@@ -101,7 +102,9 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
     "checkpoint_every": 100,  # steps
     "max_steps": None,  # stop (with a resumable state) after this many steps in total
     "resume": None,  # None | "auto" (out_dir/last.pt if present) | a training-state file
-    "eval": {"enabled": True, "head": "semantic"},  # annotation-free mIoU on the val split at the end
+    # Annotation-free mIoU on the val split at the end, and every ``every_epochs`` epochs (None = only
+    # at the end) into val_curve.jsonl: the learning curve, to see whether training has plateaued.
+    "eval": {"enabled": True, "head": "semantic", "every_epochs": None},
 }
 
 
@@ -146,9 +149,8 @@ def pretraining_losses(model: nn.Module, batch: PretrainBatch, text: Tensor, con
     loss_config = LossConfig.from_dict(config["loss"])
     sparse, inverse = sparse_input(batch.points, batch.features, config["voxel_size"], batch.sample)
     with torch.autocast("cuda", dtype=torch.float16, enabled=config["amp"] and batch.points.is_cuda):
-        heads = model(sparse)
-    rows = inverse[batch.pair_point]
-    semantic, consistency = heads["semantic"][rows], heads["consistency"][rows]
+        heads = model(sparse, rows=inverse[batch.pair_point])
+    semantic, consistency = heads["semantic"], heads["consistency"]
     pixel = batch.pixel_features
     if config["kl_distillation"]:
         temperature = loss_config.temperature
@@ -250,6 +252,17 @@ def _pretrain(cfg: dict[str, Any], context: DistributedContext) -> Path:
         input_features=tuple(cfg["input_features"]), cell_size=pairs_cfg["cell_size"],
         augment=augment_options(cfg["augment"]), max_pairs_per_frame=pairs_cfg["max_pairs_per_frame"])
     text = text.to(device)
+    # An in-memory split also keeps what pairing computes (deterministic) instead of redoing it per epoch.
+    train_frames = train.frames
+    if cfg["data"]["in_memory"]:
+        train_frames = [collate.prepare(frame) for frame in tqdm(
+            train.frames, desc="pair points with pixels", unit="frame", disable=not context.is_main)]
+    val_frames = open_split(cfg["data"], "val").frames if cfg["eval"]["enabled"] and context.is_main else None
+
+    def evaluate() -> dict[str, Any]:
+        result = evaluate_model(model, val_frames, text, cfg["input_features"], cfg["voxel_size"],
+                                cfg["eval"]["head"], progress=False)
+        return result.metrics(checkpoint_fields["train_classes"])
 
     # Network, optimiser, schedule.
     torch.manual_seed(seed)
@@ -282,12 +295,14 @@ def _pretrain(cfg: dict[str, Any], context: DistributedContext) -> Path:
                                    step=step, extra=extra, **checkpoint_fields)
 
     history = open_history(out_dir / HISTORY_FILE, step) if context.is_main else None
+    every = cfg["eval"]["every_epochs"]
+    curve = open_history(out_dir / CURVE_FILE, step) if val_frames is not None and every else None
     try:
         # The loop: one optimiser step per batch of B keyframes (x K sweeps).
         trained.train()
         for epoch in range(step // steps_per_epoch, epochs):
             plan = epoch_batches(num_frames, cfg["batch_size"], seed, epoch, context.rank, context.world_size)
-            batches = EpochBatches(train.frames, plan, collate, seed, epoch, context.rank,
+            batches = EpochBatches(train_frames, plan, collate, seed, epoch, context.rank,
                                    first_step=step % steps_per_epoch)
             progress = tqdm(batch_loader(batches, cfg["workers"]), total=len(batches), unit="step",
                             desc=f"pretrain {epoch + 1}/{epochs}", disable=not context.is_main)
@@ -314,19 +329,27 @@ def _pretrain(cfg: dict[str, Any], context: DistributedContext) -> Path:
                     logger.info("max_steps=%d reached; resume with resume=auto", step)
                     barrier(context)
                     return out_dir / STATE_FILE
+            if curve is not None and (epoch + 1) % int(every) == 0 and epoch + 1 < epochs:
+                point = {"step": step, "epoch": epoch + 1, **evaluate()}
+                logger.info("epoch %d: val mIoU %.1f %%", epoch + 1, 100 * (point["miou"] or 0.0))
+                curve.write(json.dumps(point) + "\n")
+                curve.flush()
     finally:
-        if history is not None:
-            history.close()
+        for log in (history, curve):
+            if log is not None:
+                log.close()
 
     # Annotation-free evaluation on the val split, final checkpoint.
     metrics: dict[str, Any] = {"step": step, "world_size": context.world_size,
                                "replicas_in_sync": replicas_in_sync(trained, context)}
     if context.is_main:
-        if cfg["eval"]["enabled"]:
-            result = evaluate_model(model, open_split(cfg["data"], "val").frames, text,
-                                    cfg["input_features"], cfg["voxel_size"], cfg["eval"]["head"])
-            metrics.update(result.metrics(checkpoint_fields["train_classes"]))
+        if val_frames is not None:
+            final = evaluate()
+            metrics.update(final)
             logger.info("annotation-free val mIoU %.1f %%", 100 * (metrics["miou"] or 0.0))
+            if every:
+                with open(out_dir / CURVE_FILE, "a", encoding="utf-8") as log:
+                    log.write(json.dumps({"step": step, "epoch": epochs, **final}) + "\n")
         save_state(out_dir / STATE_FILE, metrics)
         save_checkpoint(out_dir / MODEL_FILE, state_dict=model.state_dict(), metrics=metrics, extra=extra,
                         **checkpoint_fields)

@@ -7,7 +7,8 @@ The ``data`` config section (shared by pretraining, fine-tuning and evaluation):
     options: loader keyword arguments for every split
     train: {options: {...}, frames: None | "start:stop:step" | [indices]}
     val:   {options: {...}, frames: ...}
-    in_memory: load the selected frames once and keep them
+    in_memory: load the selected frames once and keep them (pretraining then also keeps each
+               frame's point-pixel pairs and grid cells, computed once)
 """
 from __future__ import annotations
 
