@@ -11,7 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,18 +28,39 @@ LOGGER = logging.getLogger(__name__)
 UNKNOWN_LABEL = 0xFFFF
 MAX_CLASSES = 1024
 MAX_CLASS_NAME_LENGTH = 128
+#: Classes encoded per step of `Segmenter.encode_classes`: a cancelled encode stops within one step.
+ENCODE_CHUNK = 4
+#: Voxel-grid cells per axis and direction a cloud may span; farther points cannot be indexed (the
+#: packed voxel keys of `clip2scene_core.voxel.voxelize` must stay below 2**62 for three axes).
+MAX_GRID_CELLS = 2**19
+
+
+class EncodingCancelled(Exception):
+    """`Segmenter.encode_classes` stopped because its ``cancelled`` callback said so."""
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cuda``/``cuda:N``/``cpu`` checked for availability."""
+    """``auto`` -> cuda when available else cpu; ``cpu`` / ``cuda`` / ``cuda:N`` checked against what exists.
+
+    Raises ValueError naming the device and what is wrong (unknown kind, no CUDA, no such GPU).
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if resolved.type not in ("cuda", "cpu"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    return resolved
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(device)
+
+
+def class_key(name: str) -> str:
+    """How two class names are compared for duplicates: case- and whitespace-insensitive."""
+    return " ".join(name.split()).casefold()
 
 
 def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -56,10 +77,35 @@ def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
             raise ValueError("class list contains an empty name")
         if len(name) > MAX_CLASS_NAME_LENGTH:
             raise ValueError(f"class name {name[:32]!r}... is longer than {MAX_CLASS_NAME_LENGTH} characters")
-    duplicates = sorted({name for name in cleaned if cleaned.count(name) > 1})
+    keys = [class_key(name) for name in cleaned]
+    duplicates = sorted({name for name, key in zip(cleaned, keys) if keys.count(key) > 1})
     if duplicates:
-        raise ValueError(f"class list has duplicates: {duplicates}")
+        raise ValueError(f"class list has duplicates (compared ignoring case and spaces): {duplicates}")
     return cleaned
+
+
+def validate_prompt_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Return the templates or raise ValueError naming the first bad one.
+
+    A template must hold exactly one ``{}`` and format with a class name: ``'a {} {x}'`` has one
+    ``{}`` but fails when filled, so each is filled with a test name here, before any encoding.
+    """
+    if isinstance(templates, str):
+        raise ValueError("prompt templates must be a list of strings, not one string")
+    checked = tuple(str(template) for template in templates)
+    if not checked:
+        raise ValueError("prompt template list is empty")
+    for template in checked:
+        if template.count("{}") != 1:
+            raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
+        try:
+            filled = template.format("test name")
+        except (IndexError, KeyError, ValueError) as error:
+            raise ValueError(f"prompt template {template!r} cannot be filled with a class name: "
+                             f"{type(error).__name__} {error}") from None
+        if "test name" not in filled:
+            raise ValueError(f"prompt template {template!r} does not insert the class name")
+    return checked
 
 
 @dataclass(frozen=True)
@@ -99,27 +145,42 @@ class Segmenter:
             (LiDAR only).
         backend: sparse convolution backend to run the network with (``pure`` | ``spconv`` |
             ``minkowski``); None = the one it was trained with (weights are converted).
+        max_range: metres; points with a coordinate farther than this from the sensor (or than the
+            voxel grid can index) get `UNKNOWN_LABEL` and the rest of the cloud is labelled.
+        voxel_size: metres, overriding the checkpoint's; None = the checkpoint's.
+
+    Raises:
+        FileNotFoundError / ValueError naming the checkpoint and what is wrong with it or an argument.
     """
 
     def __init__(self, checkpoint: Union[str, Path, dict], class_names: Optional[Sequence[str]] = None,
                  device: str = "auto", score_threshold: float = -1.0,
                  prompt_templates: Optional[Sequence[str]] = None,
                  text_cache_dir: Optional[Union[str, Path]] = None, text_encoder: Any = None,
-                 image_teacher: Any = None, backend: Optional[str] = None) -> None:
-        from clip2scene_core.clip.text_encoders import build_text_encoder
-
-        state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+                 image_teacher: Any = None, backend: Optional[str] = None, max_range: float = 1000.0,
+                 voxel_size: Optional[float] = None) -> None:
+        if not max_range > 0:
+            raise ValueError(f"max_range must be > 0 metres, got {max_range}")
+        if voxel_size is not None and not voxel_size > 0:
+            raise ValueError(f"voxel_size must be > 0 metres, got {voxel_size}")
         self.device = resolve_device(device)
-        self.voxel_size = float(state["voxel_size"])
+        state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        where = "checkpoint" if isinstance(checkpoint, dict) else f"checkpoint {checkpoint}"
+        self.voxel_size = float(voxel_size or state["voxel_size"])
+        self.max_range = float(max_range)
         self.input_features = list(state["input_features"])
         self.train_classes = tuple(state["train_classes"])
         self.text_spec = dict(state["text_encoder"])
-        self.model = restore_model(state["model_config"], state["state_dict"], backend)
+        try:
+            self.model = restore_model(state["model_config"], state["state_dict"], backend)
+        except RuntimeError as error:  # load_state_dict: missing / unexpected / mis-shaped weights
+            raise ValueError(f"{where}: its weights do not fit its model_config: "
+                             f"{first_line(error)}") from error
         self.model.to(self.device).eval()
         if text_encoder is not None and not same_text_space(text_encoder.spec, self.text_spec):
             raise ValueError(f"text encoder {text_encoder.spec} is not the checkpoint's text space "
                              f"{self.text_spec}: embeddings from two spaces cannot be compared")
-        self.text_encoder = text_encoder or build_text_encoder(self.text_spec)
+        self.text_encoder = text_encoder or load_text_encoder(self.text_spec, where)
         self.image_teacher = (build_image_teacher(self.text_spec, self.device)
                               if isinstance(image_teacher, str) and image_teacher == "auto"
                               else image_teacher)
@@ -137,17 +198,24 @@ class Segmenter:
             return self._space
 
     def encode_classes(self, class_names: Sequence[str],
-                       prompt_templates: Optional[Sequence[str]] = None) -> ClassSpace:
-        """Encode a class list without changing the active one (safe from any thread)."""
+                       prompt_templates: Optional[Sequence[str]] = None,
+                       cancelled: Optional[Callable[[], bool]] = None) -> ClassSpace:
+        """Encode a class list without changing the active one (safe from any thread).
+
+        ``cancelled`` is asked between steps of `ENCODE_CHUNK` classes; when it returns True the
+        encode stops with `EncodingCancelled` (a newer list replaced this one, or the node stops).
+        """
         from clip2scene_core.clip.prompts import TEMPLATES, encode_classes
 
         names = validate_class_names(class_names)
-        templates = tuple(prompt_templates or self.prompt_templates or TEMPLATES)
-        for template in templates:
-            if template.count("{}") != 1:
-                raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
-        embeddings = encode_classes(self.text_encoder, list(names), templates=list(templates),
-                                    cache_dir=self.text_cache_dir)
+        templates = validate_prompt_templates(prompt_templates or self.prompt_templates or TEMPLATES)
+        chunks = []
+        for start in range(0, len(names), ENCODE_CHUNK):
+            if cancelled is not None and cancelled():
+                raise EncodingCancelled(f"encoding of {len(names)} classes cancelled")
+            chunks.append(encode_classes(self.text_encoder, list(names[start:start + ENCODE_CHUNK]),
+                                         templates=list(templates), cache_dir=self.text_cache_dir))
+        embeddings = torch.cat(chunks)
         with self._lock:
             self._version += 1
             version = self._version
@@ -191,7 +259,8 @@ class Segmenter:
         """Label each point.
 
         Args:
-            points: (N, 3) float32, metres, LiDAR frame; non-finite rows get `UNKNOWN_LABEL`.
+            points: (N, 3) float32, metres, LiDAR frame; non-finite rows and rows out of range
+                (see `in_range`) get `UNKNOWN_LABEL` with score 0.
             intensity: (N,) float32 in [0, 1] or None.
             colors: (N, 3) float32 in [0, 1] or None (indoor).
             cameras: synchronised images for the 2D-3D ensemble (used only with an image teacher).
@@ -205,7 +274,7 @@ class Segmenter:
         scores = np.zeros(count, np.float32)
         source = np.zeros(count, np.uint8)
         embeddings_out = np.zeros((count, space.embeddings.shape[1]), np.float32) if return_embeddings else None
-        valid = np.isfinite(points).all(axis=1)
+        valid = self.in_range(points)
         if not valid.any():
             return Segmentation(labels, scores, space, embeddings_out, source)
         keep = np.flatnonzero(valid)
@@ -224,6 +293,12 @@ class Segmenter:
         if embeddings_out is not None:
             embeddings_out[keep] = embeddings.cpu().numpy()
         return Segmentation(labels, scores, space, embeddings_out, source)
+
+    def in_range(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: the points the network can label (finite, within `max_range` and the grid)."""
+        limit = min(self.max_range, MAX_GRID_CELLS * self.voxel_size)
+        with np.errstate(invalid="ignore"):  # NaN compares False, which is what is wanted
+            return (np.abs(points) <= limit).all(axis=1)
 
     def segment_frame(self, frame: Frame, **kwargs) -> Segmentation:
         """`segment` on a `Frame` (its cameras are used when ``use_cameras=True`` is passed)."""
@@ -257,6 +332,24 @@ class Segmenter:
             best_score[index[better]] = score_2d[better]
             from_2d[index[better]] = 1
         return best, best_score, from_2d
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's text (torch's load errors run to hundreds of lines)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def load_text_encoder(spec: dict, where: str):
+    """The checkpoint's text encoder, or ValueError naming it when its model cannot be loaded."""
+    from clip2scene_core.clip.text_encoders import build_text_encoder
+
+    try:
+        return build_text_encoder(spec)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{where}: cannot load its text encoder {spec.get('kind')} "
+                         f"{spec.get('name')!r} (weights {spec.get('weights')!r}): "
+                         f"{first_line(error)}") from error
 
 
 def build_image_teacher(text_spec: dict, device: torch.device):

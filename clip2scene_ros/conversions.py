@@ -297,28 +297,33 @@ def unpack_rgb(rgb: np.ndarray) -> np.ndarray:
 
 def segmented_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, colors: np.ndarray,
                     intensity: Optional[np.ndarray] = None, stamp_ns: int = 0,
-                    frame_id: str = "") -> PointCloud2:
+                    frame_id: str = "", shape: Optional[tuple[int, int]] = None) -> PointCloud2:
     """The node's output cloud with fields :data:`SEGMENTED_FIELDS`.
 
-    points: (N, 3) float32, metres; labels: (N,) class index (0xFFFF = unknown) stored as uint16;
-    scores: (N,) float32; colors: (N, 3) uint8 RGB packed into a float32 ``rgb`` for rviz;
-    intensity: (N,) float32 (zeros when None).
+    points: (N, 3) float32, metres (NaN rows stay NaN); labels: (N,) class index (0xFFFF = unknown)
+    stored as uint32, the type of PCL's ``PointXYZL`` label; scores: (N,) float32; colors: (N, 3)
+    uint8 RGB packed into a float32 ``rgb`` for rviz; intensity: (N,) float32 (zeros when None);
+    shape: (height, width) with height * width = N for an organised cloud; None = (1, N).
     """
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {points.shape}")
     labels = np.asarray(labels)
-    if labels.size and (labels.min() < 0 or labels.max() > 0xFFFF):
-        raise ValueError("labels must lie in 0..65535 to be stored as uint16")
+    if labels.size and (labels.min() < 0 or labels.max() > 0xFFFFFFFF):
+        raise ValueError("labels must lie in 0..2**32-1 to be stored as uint32")
     n = points.shape[0]
+    if shape is not None and (len(shape) != 2 or shape[0] * shape[1] != n):
+        raise ValueError(f"shape {shape} does not hold {n} points")
     columns = {
         "x": points[:, 0], "y": points[:, 1], "z": points[:, 2],
         "intensity": np.zeros(n, np.float32) if intensity is None
         else np.asarray(intensity, dtype=np.float32),
-        "label": labels.astype(np.uint16), "score": np.asarray(scores, dtype=np.float32),
+        "label": labels.astype(np.uint32), "score": np.asarray(scores, dtype=np.float32),
         "rgb": pack_rgb(colors),
     }
-    return make_cloud(columns, stamp_ns=stamp_ns, frame_id=frame_id)
+    cloud = make_cloud_array(columns)
+    return array_to_cloud(cloud.reshape(shape) if shape is not None else cloud, stamp_ns=stamp_ns,
+                          frame_id=frame_id, is_dense=bool(np.isfinite(points).all()))
 
 
 @dataclass(frozen=True)

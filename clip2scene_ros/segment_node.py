@@ -6,25 +6,31 @@ Thin glue over :class:`clip2scene_core.segmenter.Segmenter`:
   ``<camera>/camera_info`` for each of ``camera_names``;
 * a worker thread processes the newest cloud only (queue depth 1; replaced clouds are counted as
   drops), so callbacks never block on the network;
-* publishes ``segmented_points`` (x, y, z, intensity, label uint16, score float32, rgb),
-  ``class_names`` (latched std_msgs/String: JSON ``{"version", "classes"}``), ``segment_latency``
-  (std_msgs/Float64, milliseconds from cloud arrival to publication) and ``/diagnostics``;
-* ``class_names`` / ``prompt_templates`` may change at run time: a change is validated in the
-  parameter callback (rejected with a reason when bad), encoded on a background thread, and swapped
-  in by the worker between two clouds, after announcing the new list on ``class_names``. Every output
-  cloud is therefore preceded by the announcement of the list its labels index.
+* publishes ``segmented_points`` (x, y, z, intensity, label uint32, score float32, rgb; organised
+  clouds keep height x width), ``class_names`` (latched std_msgs/String: JSON ``{"version",
+  "classes"}``), ``segment_latency`` (std_msgs/Float64, milliseconds from cloud arrival to
+  publication) and ``/diagnostics``;
+* ``class_names`` / ``prompt_templates`` may change at run time: a change is validated in full in the
+  parameter callback (rejected with a reason when bad), encoded on a background thread (a newer
+  change cancels an older one), and swapped in by the worker between two clouds, after announcing
+  the new list on ``class_names``. Every output cloud is therefore preceded by the announcement of
+  the list its labels index;
+* clouds that are lost in transport (best effort) are counted from the DDS "message lost" event, and
+  a publisher that is matched but delivers nothing for ``input_timeout`` seconds is reported.
 
-Parameter defaults live in ``config/segment.yaml`` (the single source); descriptors here add types,
-ranges and read-only flags.
+Parameters: see :mod:`clip2scene_ros.node_parameters` and ``config/segment.yaml``. Transport
+settings: :mod:`clip2scene_ros.transport`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -34,106 +40,60 @@ import yaml
 import rclpy
 import rclpy.utilities
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64, String
 
-from clip2scene_ros.conversions import (MessageFormatError, camera_info_to_intrinsics, cloud_to_xyz,
-                                       image_to_numpy, segmented_cloud, stamp_to_ns)
+from clip2scene_ros.class_lists import ClassListEncoder
+from clip2scene_ros.cloud_input import IntensityScale, read_cloud
+from clip2scene_ros.conversions import (MessageFormatError, camera_info_to_intrinsics, image_to_numpy,
+                                       segmented_cloud, stamp_to_ns)
+from clip2scene_ros.health import (GroupedWarnings, InputWatchdog, LatencyWindow, RateMeter,
+                                   RecentEvents)
+from clip2scene_ros.node_parameters import (DESCRIPTORS, check_reliability, default_parameters,
+                                            non_empty, parse_intensity_scale)
 from clip2scene_ros.sync import CameraCollector, CollectorConfig, SyncedSet
+from clip2scene_ros.transport import apply_transport_profile
 
 NODE_NAME = "clip2scene_segment"
-DYNAMIC_PARAMETERS = ("class_names", "prompt_templates", "score_threshold", "max_points")
-
-
-def default_parameters() -> dict[str, Any]:
-    """The node's parameter defaults from ``config/segment.yaml`` (installed share/ or the checkout)."""
-    candidates = [Path(__file__).resolve().parents[1] / "config" / "segment.yaml"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.insert(0, Path(get_package_share_directory("clip2scene_ros")) / "config" / "segment.yaml")
-    except Exception:  # not installed in an ament prefix: use the checkout's file
-        pass
-    for path in candidates:
-        if path.is_file():
-            with open(path, encoding="utf-8") as handle:
-                return yaml.safe_load(handle)[NODE_NAME]["ros__parameters"]
-    raise FileNotFoundError(f"config/segment.yaml not found (looked in {[str(p) for p in candidates]})")
-
-
-def non_empty(values: Sequence[str]) -> list[str]:
-    """ROS parameter files cannot hold an empty list, so ``[""]`` stands for "none"."""
-    return [value for value in values if value.strip()]
-
-
-def descriptor(description: str, read_only: bool = False, float_range=None, int_range=None):
-    result = ParameterDescriptor(description=description, read_only=read_only)
-    if float_range:
-        result.floating_point_range = [FloatingPointRange(from_value=float_range[0],
-                                                          to_value=float_range[1], step=0.0)]
-    if int_range:
-        result.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
-    return result
-
-
-DESCRIPTORS = {
-    "checkpoint": descriptor("clip2scene checkpoint file (.pt)", read_only=True),
-    "device": descriptor("auto | cpu | cuda[:N]", read_only=True),
-    "sparse_backend": descriptor("'' (the checkpoint's) | pure | spconv | minkowski", read_only=True),
-    "class_names": descriptor("open-vocabulary class list ([''] = the checkpoint's classes)"),
-    "prompt_templates": descriptor("prompt templates with one '{}' ([''] = 85-template ensemble)"),
-    "score_threshold": descriptor("cosine score under which a point is unknown (65535)",
-                                  float_range=(-1.0, 1.0)),
-    "text_cache_dir": descriptor("text-embedding cache folder ('' = default)", read_only=True),
-    "reliability": descriptor("input QoS reliability: best_effort | reliable", read_only=True),
-    "depth": descriptor("input QoS history depth", read_only=True, int_range=(1, 100)),
-    "max_points": descriptor("clouds with more points are logged and skipped", int_range=(1, 10_000_000)),
-    "use_cameras": descriptor("pair clouds with camera images for the 2D-3D ensemble", read_only=True),
-    "camera_names": descriptor("camera names; topics <name>/image and <name>/camera_info", read_only=True),
-    "calibration_file": descriptor("YAML {camera: {lidar_to_camera: 4x4}}", read_only=True),
-    "sync_tolerance": descriptor("max |cloud - image| stamp difference, s", read_only=True,
-                                 float_range=(0.0, 10.0)),
-    "sync_timeout": descriptor("how long a cloud waits for late cameras, s", read_only=True,
-                               float_range=(0.0, 10.0)),
-    "diagnostics_period": descriptor("period of /diagnostics, s", read_only=True,
-                                     float_range=(0.05, 60.0)),
-}
-
-
-class LatencyWindow:
-    """Recent latencies (ms) for diagnostics percentiles."""
-
-    def __init__(self, size: int = 200) -> None:
-        self._values: list[float] = []
-        self._size = size
-
-    def add(self, value: float) -> None:
-        self._values.append(value)
-        del self._values[:-self._size]
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self._values, q)) if self._values else float("nan")
+#: Seconds between two warnings of one kind (malformed clouds of one reason, lost clouds, ...).
+WARNING_PERIOD = 10.0
+#: How long stopping waits for the worker to finish a cloud before the process exits without it.
+STOP_WAIT = 1.0
+LOST_HINT = ("best-effort clouds larger than the publisher's DDS shared-memory segment arrive in "
+             "fragments and are lost with one of them: give the publisher config/fastdds.xml "
+             "(README, 'Large clouds') or publish and subscribe reliable")
 
 
 class SegmentNode(Node):
-    """The segmentation node; see the module docstring."""
+    """The segmentation node; see the module docstring.
+
+    Raises on construction (caught by `main`, which prints one line): rclpy's ParameterException
+    for a parameter of the wrong type or out of its range, ValueError / FileNotFoundError for a bad
+    value, checkpoint or calibration file.
+    """
 
     def __init__(self, segmenter: Any = None, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         # Set first: destroy_node() must work on a node whose construction failed half way.
         self._stop = threading.Event()
         self._worker: Optional[threading.Thread] = None
-        self._encoder: Optional[ThreadPoolExecutor] = None
+        self._encoder: Optional[ClassListEncoder] = None
+        # Registered before declaring, so values given at start-up are validated like later ones.
+        self.add_on_set_parameters_callback(self._validate_parameters)
         for name, value in default_parameters().items():
             self.declare_parameter(name, value, DESCRIPTORS[name])
         param = lambda name: self.get_parameter(name).value  # noqa: E731
-
+        reliability = check_reliability(str(param("reliability")))
+        self.intensity_scale = IntensityScale(parse_intensity_scale(param("intensity_scale")),
+                                              self.get_logger().info)
         if segmenter is None:
             segmenter = self._build_segmenter(param)
         self.segmenter = segmenter
@@ -143,19 +103,19 @@ class SegmentNode(Node):
         self._condition = threading.Condition()
         self._pending_cloud: Optional[tuple[PointCloud2, float]] = None
         self._pending_space = None
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip2scene-text")
-        self._encoding: Optional[Future] = None
-        self.stats = {"received": 0, "processed": 0, "dropped": 0, "skipped": 0}
+        self._encoder = ClassListEncoder(self.segmenter, self._on_classes_encoded,
+                                         self.get_logger().error)
+        self.stats = {"received": 0, "processed": 0, "dropped": 0, "skipped": 0, "lost": 0}
         self._latency = LatencyWindow()
-        self._rate_mark = (time.monotonic(), 0)
+        self._rate = RateMeter()
+        window = float(param("diagnostics_window"))
+        self._recent_skips, self._recent_losses = RecentEvents(window), RecentEvents(window)
+        self._warnings = GroupedWarnings(self.get_logger().warning, WARNING_PERIOD, time.monotonic)
+        self._watchdog = InputWatchdog(float(param("input_timeout")), time.monotonic())
+        self._stalled: Optional[float] = None
         self._announced_version = -1
-
-        self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
-        reliability = str(param("reliability"))
-        if reliability not in ("best_effort", "reliable"):
-            raise ValueError(f"parameter reliability must be best_effort or reliable, got {reliability!r}")
         input_qos = QoSProfile(
             depth=int(param("depth")), history=HistoryPolicy.KEEP_LAST,
             reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
@@ -163,11 +123,17 @@ class SegmentNode(Node):
         output_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.cloud_publisher = self.create_publisher(PointCloud2, "segmented_points", output_qos)
-        self.classes_publisher = self.create_publisher(String, "class_names", latched)
-        self.latency_publisher = self.create_publisher(Float64, "segment_latency", output_qos)
+        overridable = QoSOverridingOptions.with_default_policies()
+        self.cloud_publisher = self.create_publisher(PointCloud2, "segmented_points", output_qos,
+                                                     qos_overriding_options=overridable)
+        self.classes_publisher = self.create_publisher(String, "class_names", latched,
+                                                       qos_overriding_options=overridable)
+        self.latency_publisher = self.create_publisher(Float64, "segment_latency", output_qos,
+                                                       qos_overriding_options=overridable)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(PointCloud2, "points", self._on_cloud, input_qos)
+        self.cloud_subscription = self.create_subscription(
+            PointCloud2, "points", self._on_cloud, input_qos, qos_overriding_options=overridable,
+            event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_clouds_lost))
         self.collector: Optional[CameraCollector] = None
         if bool(param("use_cameras")):
             self._setup_cameras(param, input_qos)
@@ -178,12 +144,14 @@ class SegmentNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"ready on {self.segmenter.device}: {len(self.segmenter.class_space.names)} classes, "
-            f"text space {self.segmenter.text_spec.get('name')}")
+            f"text space {self.segmenter.text_spec.get('name')}, input "
+            f"{self.cloud_subscription.topic_name} ({reliability})")
 
     # -- construction ----------------------------------------------------------------------------
     def _build_segmenter(self, param):
-        from clip2scene_core.segmenter import Segmenter
+        from clip2scene_core.segmenter import Segmenter, resolve_device
 
+        resolve_device(str(param("device")))  # fail on a wrong device before loading anything
         checkpoint = str(param("checkpoint"))
         if not checkpoint:
             raise ValueError("parameter 'checkpoint' is empty: set it to a clip2scene checkpoint file "
@@ -197,6 +165,8 @@ class SegmentNode(Node):
             prompt_templates=non_empty(param("prompt_templates")) or None,
             text_cache_dir=str(param("text_cache_dir")) or None,
             image_teacher="auto" if bool(param("use_cameras")) else None,
+            max_range=float(param("max_range")),
+            voxel_size=float(param("voxel_size")) or None,
         )
 
     def _setup_cameras(self, param, qos: QoSProfile) -> None:
@@ -248,8 +218,8 @@ class SegmentNode(Node):
 
     # -- parameters ------------------------------------------------------------------------------
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Reject bad values with a reason (runs before any value changes)."""
-        from clip2scene_core.segmenter import validate_class_names
+        """Reject bad values with a reason (runs before any value changes, at start-up too)."""
+        from clip2scene_core.segmenter import validate_class_names, validate_prompt_templates
 
         for parameter in parameters:
             try:
@@ -257,9 +227,9 @@ class SegmentNode(Node):
                     if list(parameter.value or []) != [""]:  # [""] = the checkpoint's classes
                         validate_class_names(list(parameter.value or []))
                 elif parameter.name == "prompt_templates":
-                    for template in non_empty(parameter.value or []):
-                        if template.count("{}") != 1:
-                            raise ValueError(f"template {template!r} must contain exactly one '{{}}'")
+                    templates = non_empty(parameter.value or [])
+                    if templates:  # [""] = the 85-template ensemble
+                        validate_prompt_templates(templates)
             except (TypeError, ValueError) as error:
                 return SetParametersResult(successful=False, reason=f"{parameter.name}: {error}")
         return SetParametersResult(successful=True)
@@ -273,17 +243,11 @@ class SegmentNode(Node):
         if "class_names" in names or "prompt_templates" in names:
             classes = non_empty(self.get_parameter("class_names").value) or list(self.segmenter.train_classes)
             templates = non_empty(self.get_parameter("prompt_templates").value) or None
-            self.get_logger().info(f"encoding new class list {classes}")
-            future = self._encoder.submit(self.segmenter.encode_classes, classes, templates)
-            future.add_done_callback(self._on_classes_encoded)
-            self._encoding = future
+            preview = classes if len(classes) <= 16 else classes[:16] + [f"... ({len(classes)} in all)"]
+            self.get_logger().info(f"encoding new class list {preview}")
+            self._encoder.request(classes, templates)
 
-    def _on_classes_encoded(self, future: Future) -> None:
-        try:
-            space = future.result()
-        except Exception as error:  # keep serving with the previous list
-            self.get_logger().error(f"could not encode the new class list: {error}")
-            return
+    def _on_classes_encoded(self, space) -> None:
         with self._condition:
             if self._pending_space is None or space.version > self._pending_space.version:
                 self._pending_space = space
@@ -299,8 +263,10 @@ class SegmentNode(Node):
 
     # -- data path -------------------------------------------------------------------------------
     def _on_cloud(self, message: PointCloud2) -> None:
+        now = time.monotonic()
+        self._watchdog.cloud_arrived(now)
         if self.collector is not None:
-            self.collector.add_cloud(stamp_to_ns(message.header.stamp), (message, time.monotonic()))
+            self.collector.add_cloud(stamp_to_ns(message.header.stamp), (message, now))
             with self._condition:
                 self.stats["received"] += 1
                 self._condition.notify()
@@ -309,8 +275,17 @@ class SegmentNode(Node):
             self.stats["received"] += 1
             if self._pending_cloud is not None:
                 self.stats["dropped"] += 1
-            self._pending_cloud = (message, time.monotonic())
+            self._pending_cloud = (message, now)
             self._condition.notify()
+
+    def _on_clouds_lost(self, info) -> None:
+        """DDS says clouds were lost on the way (best effort: fragments missing, or overwritten)."""
+        count = int(info.total_count_change)
+        now = time.monotonic()
+        self.stats["lost"] += count
+        for _ in range(count):
+            self._recent_losses.add(now)
+        self._warnings.warn("", f"{count} cloud(s) lost in transport before reaching the node: {LOST_HINT}")
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -321,6 +296,8 @@ class SegmentNode(Node):
                     timeout=0.01 if self.collector is not None else 0.5)
                 cloud, space = self._pending_cloud, self._pending_space
                 self._pending_cloud = self._pending_space = None
+            if self._stop.is_set():
+                return
             cameras: list = []
             if self.collector is not None:
                 ready = self.collector.poll()
@@ -328,61 +305,81 @@ class SegmentNode(Node):
                     cloud = ready[-1].cloud
                     cameras = self._cameras_for(ready[-1])
                     self.stats["dropped"] = self.collector.stats().dropped
-            if space is not None and space.version > self.segmenter.class_space.version:
-                self.segmenter.set_class_space(space)
-                self._announce(space)
-                self.get_logger().info(f"class list v{space.version} active: {list(space.names)}")
-            if cloud is not None:
-                try:
+            try:
+                if space is not None and space.version > self.segmenter.class_space.version:
+                    self.segmenter.set_class_space(space)
+                    self._announce(space)
+                    self.get_logger().info(f"class list v{space.version} active: {len(space.names)} classes")
+                if cloud is not None:
                     self._process(*cloud, cameras=cameras)
-                except MessageFormatError as error:
-                    self.stats["skipped"] += 1
-                    self.get_logger().warning(f"skipped malformed PointCloud2: {error}")
-                except Exception as error:  # never let one cloud stop the node
-                    self.stats["skipped"] += 1
-                    self.get_logger().error(f"failed to segment a cloud: {error!r}")
+            except MessageFormatError as error:
+                self._skip("skipped malformed PointCloud2: ", str(error))
+            except Exception as error:  # never let one cloud stop the node
+                if self._stop.is_set() or not self.context.ok():
+                    return  # interrupted while shutting down: nothing is wrong
+                self._skip("failed to segment a cloud: ", repr(error))
+
+    def _skip(self, prefix: str, reason: str) -> None:
+        self.stats["skipped"] += 1
+        self._recent_skips.add(time.monotonic())
+        self._warnings.warn(prefix, reason)
 
     def _process(self, message: PointCloud2, arrived: float, cameras: Sequence = ()) -> None:
-        count = int(message.width) * int(message.height)
-        if count > self.max_points:
-            raise MessageFormatError(f"cloud has {count} points, more than max_points={self.max_points}")
-        cloud = cloud_to_xyz(message, drop_invalid=False)
-        if len(cloud.points) == 0:
-            raise MessageFormatError("cloud is empty")
-        finite = np.isfinite(cloud.points).all(axis=1)
-        if not finite.all():
-            self.get_logger().warning(
-                f"{int((~finite).sum())} of {len(finite)} points have NaN/Inf coordinates: labelled unknown",
-                throttle_duration_sec=5.0)
+        cloud = read_cloud(message, self.max_points, self.intensity_scale)
+        valid = self.segmenter.in_range(cloud.points)
+        if not valid.all():
+            self._warnings.warn("", f"{int((~valid).sum())} of {len(valid)} points have NaN/Inf or "
+                                    f"out-of-range coordinates: labelled unknown")
         space = self.segmenter.class_space
         self._announce(space)
         result = self.segmenter.segment(cloud.points, cloud.intensity, cameras=cameras, class_space=space)
-        colors = prediction_colors(result.labels)
-        output = segmented_cloud(np.nan_to_num(cloud.points), result.labels, result.scores, colors,
-                                 intensity=cloud.intensity, frame_id=message.header.frame_id)
+        output = segmented_cloud(cloud.points, result.labels, result.scores,
+                                 prediction_colors(result.labels), intensity=cloud.intensity,
+                                 frame_id=message.header.frame_id, shape=cloud.shape)
         output.header.stamp = message.header.stamp
+        if self._stop.is_set():
+            return
         self.cloud_publisher.publish(output)
-        latency_ms = (time.monotonic() - arrived) * 1e3
+        now = time.monotonic()
+        latency_ms = (now - arrived) * 1e3
         self.latency_publisher.publish(Float64(data=latency_ms))
         self._latency.add(latency_ms)
+        self._rate.add(now)
         self.stats["processed"] += 1
+
+    # -- diagnostics -----------------------------------------------------------------------------
+    def _problems(self, now: float) -> list[str]:
+        """What is wrong lately (within diagnostics_window), one phrase each; empty = OK."""
+        problems = []
+        window = self._recent_skips.window
+        skipped, lost = self._recent_skips.count(now), self._recent_losses.count(now)
+        if skipped:
+            problems.append(f"{skipped} cloud(s) skipped in the last {window:g} s (see log)")
+        if lost:
+            problems.append(f"{lost} cloud(s) lost in transport in the last {window:g} s")
+        publishers = self.cloud_subscription.get_publisher_count()
+        self._stalled = self._watchdog.stalled(publishers, now)
+        if self._stalled is not None:
+            problems.append(f"{publishers} publisher(s) matched on {self.cloud_subscription.topic_name} "
+                            f"but no cloud arrived for {self._stalled:.0f} s")
+            self._warnings.warn("", f"{problems[-1]}: {LOST_HINT}")
+        return problems
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        mark_time, mark_count = self._rate_mark
-        rate = (self.stats["processed"] - mark_count) / max(now - mark_time, 1e-9)
-        self._rate_mark = (now, self.stats["processed"])
+        problems = self._problems(now)
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: segmentation",
                                   hardware_id=str(self.segmenter.device))
-        level_ok = self.stats["skipped"] == 0
-        status.level = DiagnosticStatus.OK if level_ok else DiagnosticStatus.WARN
-        status.message = "ok" if level_ok else "some clouds were skipped (see log)"
+        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        status.message = "; ".join(problems) or "ok"
         values = {
-            "rate_hz": f"{rate:.2f}",
+            "rate_hz": f"{self._rate.rate(now):.3f}",
             "latency_p50_ms": f"{self._latency.percentile(50):.1f}",
             "latency_p95_ms": f"{self._latency.percentile(95):.1f}",
             "device": str(self.segmenter.device),
             "class_list_version": str(self.segmenter.class_space.version),
+            "publishers": str(self.cloud_subscription.get_publisher_count()),
+            "seconds_without_cloud": "" if self._stalled is None else f"{self._stalled:.1f}",
             **{key: str(value) for key, value in self.stats.items()},
         }
         if self.collector is not None:
@@ -393,14 +390,20 @@ class SegmentNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_publisher.publish(array)
 
+    def busy(self) -> bool:
+        """True while a background thread (cloud or class-list encode) has not stopped yet."""
+        threads = [self._worker, self._encoder.thread if self._encoder is not None else None]
+        return any(thread is not None and thread.is_alive() for thread in threads)
+
     def destroy_node(self) -> None:
+        """Stop the worker and the encoder; waits at most `STOP_WAIT` s for a cloud in progress."""
         self._stop.set()
+        if self._encoder is not None:
+            self._encoder.stop()
         if self._worker is not None:
             with self._condition:
                 self._condition.notify_all()
-            self._worker.join(timeout=10)
-        if self._encoder is not None:
-            self._encoder.shutdown(wait=False, cancel_futures=True)
+            self._worker.join(timeout=STOP_WAIT)
         super().destroy_node()
 
 
@@ -441,30 +444,57 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
                     "--ros-args -p NAME:=VALUE or --params-file config/segment.yaml): "
                     + ", ".join(f"{name} ({d.description})" for name, d in DESCRIPTORS.items()),
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a start-up failure, not only its one-line reason")
     return parser.parse_args(argv)
 
 
+def startup_error(error: BaseException) -> str:
+    """One line for a start-up failure: the reason, prefixed with its kind where that helps."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, ParameterException):
+        return f"bad parameter: {text}"
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the node until SIGINT / SIGTERM (exit 0), or exit 2 with one line saying why it cannot start."""
     argv = list(sys.argv if argv is None else argv)
-    parse_arguments(rclpy.utilities.remove_ros_args(argv)[1:])
+    options = parse_arguments(rclpy.utilities.remove_ros_args(argv)[1:])
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in a node's log
+    transport = apply_transport_profile()
     rclpy.init(args=argv)
-    node = None
+    node, code = None, 0
     try:
         node = SegmentNode()
+        node.get_logger().info(transport)
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (FileNotFoundError, ValueError) as error:
-        print(f"{NODE_NAME}: {error}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    except Exception as error:  # start-up failure (or a bug): one clear line, traceback on --debug
+        if options.debug:
+            traceback.print_exc()
+        print(f"{NODE_NAME}: {startup_error(error)}", file=sys.stderr, flush=True)
+        code = 2
+    # Stopping takes up to STOP_WAIT s; a second Ctrl-C (ros2 launch forwards one as the terminal
+    # sends its own) must not turn that into a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    busy = False
+    if node is not None:
+        node.destroy_node()
+        busy = node.busy()
+    rclpy.try_shutdown()
+    if busy:
+        # A cloud or a class-list encode is still running in torch (not interruptible): exit now
+        # instead of waiting for it; nothing it could still produce would be published anyway.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

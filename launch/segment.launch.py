@@ -1,11 +1,15 @@
 """Start the clip2scene segmentation node with config/segment.yaml.
 
     ros2 launch clip2scene_ros segment.launch.py checkpoint:=/path/model.pt device:=cuda \
-        points:=/lidar_top segmented_points:=/clip2scene/points
+        points:=/lidar_top segmented_points:=/clip2scene/points namespace:=robot1
 
-Every parameter's default lives in config/segment.yaml (params_file:= selects another file); the
-launch arguments below override the most common ones and remap the topics.
+Every parameter's default lives in config/segment.yaml (keyed "/**", so it applies under any
+namespace; params_file:= selects another file); the launch arguments below override the most common
+ones and remap the topics. The node's process gets the package's Fast DDS profile
+(config/fastdds.xml: large clouds over shared memory) unless FASTDDS_DEFAULT_PROFILES_FILE is set
+already; dds_profile:= picks another file, dds_profile:=none leaves the environment alone.
 """
+import os
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
@@ -15,20 +19,25 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 PACKAGE = "clip2scene_ros"
+PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = str(Path(get_package_share_directory(PACKAGE)) / "config" / "segment.yaml")
+    share = Path(get_package_share_directory(PACKAGE))
     arguments = [
-        DeclareLaunchArgument("params_file", default_value=default_params,
+        DeclareLaunchArgument("params_file", default_value=str(share / "config" / "segment.yaml"),
                               description="ROS parameter file for the node"),
         DeclareLaunchArgument("checkpoint", default_value="",
                               description="clip2scene checkpoint (.pt); empty = the one in params_file"),
-        DeclareLaunchArgument("device", default_value="auto", description="auto | cuda | cpu"),
+        DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
         DeclareLaunchArgument("points", default_value="points", description="input PointCloud2 topic"),
         DeclareLaunchArgument("segmented_points", default_value="segmented_points",
                               description="output PointCloud2 topic"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
+        DeclareLaunchArgument("dds_profile",
+                              default_value=os.environ.get(PROFILE_VARIABLE)
+                              or str(share / "config" / "fastdds.xml"),
+                              description="Fast DDS XML profile of the node's process; none = unset"),
     ]
     return LaunchDescription(arguments + [OpaqueFunction(function=node_with_overrides)])
 
@@ -39,6 +48,7 @@ def node_with_overrides(context):
     overrides = {"device": value("device")}
     if value("checkpoint"):
         overrides["checkpoint"] = value("checkpoint")
+    profile = value("dds_profile")
     return [Node(
         package=PACKAGE,
         executable="clip2scene_segment",
@@ -48,4 +58,5 @@ def node_with_overrides(context):
         emulate_tty=True,
         parameters=[value("params_file"), overrides],
         remappings=[("points", value("points")), ("segmented_points", value("segmented_points"))],
+        additional_env={} if profile == "none" else {PROFILE_VARIABLE: profile},
     )]

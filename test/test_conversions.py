@@ -193,13 +193,26 @@ def test_segmented_cloud_layout_for_rviz():
                             colors=colors, intensity=np.array([7, 8]), stamp_ns=3_000_000_001,
                             frame_id="lidar")
     assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "label", "score", "rgb"]
-    assert {f.name: f.datatype for f in cloud.fields}["label"] == F.UINT16
+    # uint32, like PCL's PointXYZL / PointXYZRGBL label (pcl_ros, RViz colour-by-label users).
+    assert {f.name: f.datatype for f in cloud.fields}["label"] == F.UINT32
     decoded = cloud_to_array(cloud)
     np.testing.assert_array_equal(decoded["label"], [0, 0xFFFF])
     np.testing.assert_array_equal(unpack_rgb(decoded["rgb"]), colors)
     assert stamp_to_ns(cloud.header.stamp) == 3_000_000_001 and cloud.header.frame_id == "lidar"
-    with pytest.raises(ValueError, match="0..65535"):
-        segmented_cloud(points, labels=np.array([0, 70000]), scores=np.zeros(2), colors=colors)
+    with pytest.raises(ValueError, match="0..2"):
+        segmented_cloud(points, labels=np.array([0, -1]), scores=np.zeros(2), colors=colors)
+
+
+def test_segmented_cloud_keeps_an_organised_shape_and_nan_points():
+    points = np.array([[1, 2, 3], [np.nan, np.nan, np.nan], [4, 5, 6], [7, 8, 9]], dtype=np.float32)
+    cloud = segmented_cloud(points, labels=np.array([0, 0xFFFF, 1, 2]), scores=np.zeros(4),
+                            colors=np.zeros((4, 3), np.uint8), shape=(2, 2))
+    assert (cloud.height, cloud.width, cloud.is_dense) == (2, 2, False)
+    decoded = cloud_to_array(cloud, flatten=False)
+    assert decoded.shape == (2, 2) and np.isnan(decoded["x"][0, 1])
+    with pytest.raises(ValueError, match="does not hold"):
+        segmented_cloud(points, labels=np.zeros(4), scores=np.zeros(4), colors=np.zeros((4, 3), np.uint8),
+                        shape=(3, 2))
 
 
 def test_pack_rgb_matches_rviz_bit_layout():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -162,12 +161,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ValueError: the file is not a ``clip2scene/1`` checkpoint (says what was found instead).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is an empty file (0 bytes)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable clip2scene checkpoint: {error}") from error
+    except Exception as error:  # torch raises many kinds (IndexError for a text file): all mean "not one"
+        lines = str(error).strip().splitlines()
+        detail = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        raise ValueError(f"{path} is not a readable clip2scene checkpoint ({detail})") from error
     if not isinstance(payload, dict):
         raise ValueError(f"{path} is not a clip2scene checkpoint: it holds a {type(payload).__name__}")
     if payload.get("format") != FORMAT:

@@ -1,0 +1,128 @@
+"""Bookkeeping behind the node's /diagnostics and its throttled warnings (ROS-free, clock injected).
+
+* `RateMeter`: output rate from the times of recent clouds, right at 0.2 Hz as at 20 Hz;
+* `LatencyWindow`: percentiles of recent latencies;
+* `RecentEvents`: when problems happened, so a diagnostics level reflects a recent window only;
+* `GroupedWarnings`: one warning per kind of problem per period, with a count of the repeats;
+* `InputWatchdog`: a publisher is matched, yet no cloud arrived for a while.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from typing import Callable, Optional
+
+import numpy as np
+
+
+class RateMeter:
+    """Events per second over the last ``horizon`` seconds, measured between events.
+
+    Counting events per diagnostics period reads 0 or 1/period below 1 Hz; the span between the
+    first and last recent event gives the true rate. When events stop the rate decays towards 0.
+    """
+
+    def __init__(self, horizon: float = 60.0) -> None:
+        self._times: deque[float] = deque()
+        self._horizon = horizon
+
+    def add(self, now: float) -> None:
+        self._times.append(now)
+
+    def rate(self, now: float) -> float:
+        while self._times and now - self._times[0] > self._horizon:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        intervals = len(self._times) - 1
+        span = self._times[-1] - self._times[0]
+        # Stalled for longer than two mean intervals: count the silence since the first event too.
+        if now - self._times[-1] > 2 * span / intervals:
+            span = now - self._times[0]
+        return intervals / span if span > 0 else 0.0
+
+
+class LatencyWindow:
+    """The last ``size`` latencies (ms) for diagnostics percentiles."""
+
+    def __init__(self, size: int = 200) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self._values, q)) if self._values else float("nan")
+
+
+class RecentEvents:
+    """Times of events (skipped clouds, lost clouds), forgotten after ``window`` seconds."""
+
+    def __init__(self, window: float) -> None:
+        self._times: deque[float] = deque()
+        self.window = window
+
+    def add(self, now: float) -> None:
+        self._times.append(now)
+
+    def count(self, now: float) -> int:
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        return len(self._times)
+
+
+def reason_key(text: str) -> str:
+    """Group messages that differ only in their numbers ('cloud has 25000 points' ~ '... 31000 ...')."""
+    return re.sub(r"\d+(\.\d+)?", "#", text)
+
+
+class GroupedWarnings:
+    """Warn once per kind of problem per ``period`` seconds, saying how often it happened meanwhile.
+
+    ``emit`` is called with the text to log (the node's logger); the first occurrence of a kind is
+    reported at once, repeats within the period are counted into the next report of that kind.
+    """
+
+    def __init__(self, emit: Callable[[str], None], period: float, clock: Callable[[], float]) -> None:
+        self._emit, self._period, self._clock = emit, period, clock
+        self._last: dict[str, float] = {}
+        self._repeats: dict[str, int] = {}
+
+    def warn(self, prefix: str, reason: str) -> None:
+        key = prefix + reason_key(reason)
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._period:
+            self._repeats[key] = self._repeats.get(key, 0) + 1
+            return
+        repeats = self._repeats.pop(key, 0)
+        more = f" (and {repeats} more like it in the last {now - last:.0f} s)" if repeats else ""
+        self._last[key] = now
+        self._emit(f"{prefix}{reason}{more}")
+
+
+class InputWatchdog:
+    """Notices the silent failure of large clouds: publishers are matched, yet nothing arrives.
+
+    ``stalled`` returns the seconds without a cloud once that exceeds ``timeout`` while at least
+    one publisher is matched, else None. The silence is counted from the later of the last cloud
+    and the moment publishers appeared.
+    """
+
+    def __init__(self, timeout: float, now: float) -> None:
+        self.timeout = timeout
+        self._since = now
+        self._had_publishers = False
+
+    def cloud_arrived(self, now: float) -> None:
+        self._since = now
+
+    def stalled(self, publishers: int, now: float) -> Optional[float]:
+        if publishers == 0:
+            self._had_publishers = False
+            return None
+        if not self._had_publishers:
+            self._had_publishers = True
+            self._since = max(self._since, now)
+        silence = now - self._since
+        return silence if silence > self.timeout else None

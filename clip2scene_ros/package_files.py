@@ -1,0 +1,28 @@
+"""Files the package installs under ``share/clip2scene_ros/`` (or the checkout's copy beside them)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = "clip2scene_ros"
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def package_file(*parts: str) -> Path:
+    """``share/clip2scene_ros/<parts>`` from the ament index, else the checkout's ``<parts>``.
+
+    Raises FileNotFoundError naming every place looked in.
+    """
+    candidates = [CHECKOUT.joinpath(*parts)]
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:  # no ROS in this environment: the checkout is all there is
+        pass
+    else:
+        try:
+            candidates.insert(0, Path(get_package_share_directory(PACKAGE)).joinpath(*parts))
+        except (PackageNotFoundError, OSError):  # not in an ament prefix (or none is set): the checkout
+            pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{'/'.join(parts)} not found (looked in {[str(p) for p in candidates]})")
