@@ -40,11 +40,13 @@ class IntensityScale:
 
 @dataclass(frozen=True)
 class InputCloud:
-    """points: (H*W, 3) float32 with NaN/Inf kept; intensity: (H*W,) float32 on the network's scale
-    or None; shape: (height, width) of the message, so the output keeps an organised layout."""
+    """points: (H*W, 3) float32 with NaN/Inf kept; intensity: (H*W,) float32 as sent, or None;
+    network_intensity: the same on the network's [0, 1] scale; shape: (height, width) of the
+    message, so the output keeps an organised layout."""
 
     points: np.ndarray
     intensity: Optional[np.ndarray]
+    network_intensity: Optional[np.ndarray]
     shape: tuple[int, int]
 
 
@@ -56,4 +58,5 @@ def read_cloud(message: Any, max_points: int, scale: IntensityScale) -> InputClo
     cloud = cloud_to_xyz(message, drop_invalid=False)
     if len(cloud.points) == 0:
         raise MessageFormatError("cloud is empty")
-    return InputCloud(cloud.points, scale.apply(cloud.intensity), (int(message.height), int(message.width)))
+    return InputCloud(cloud.points, cloud.intensity, scale.apply(cloud.intensity),
+                      (int(message.height), int(message.width)))

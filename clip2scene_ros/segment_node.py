@@ -332,7 +332,8 @@ class SegmentNode(Node):
                                     f"out-of-range coordinates: labelled unknown")
         space = self.segmenter.class_space
         self._announce(space)
-        result = self.segmenter.segment(cloud.points, cloud.intensity, cameras=cameras, class_space=space)
+        result = self.segmenter.segment(cloud.points, cloud.network_intensity, cameras=cameras,
+                                        class_space=space)
         output = segmented_cloud(cloud.points, result.labels, result.scores,
                                  prediction_colors(result.labels), intensity=cloud.intensity,
                                  frame_id=message.header.frame_id, shape=cloud.shape)
@@ -463,7 +464,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the node until SIGINT / SIGTERM (exit 0), or exit 2 with one line saying why it cannot start."""
     argv = list(sys.argv if argv is None else argv)
     options = parse_arguments(rclpy.utilities.remove_ros_args(argv)[1:])
-    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in a node's log
+    # No progress bars in a node's log (tqdm's own, and the Hugging Face ones text models load with).
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     transport = apply_transport_profile()
     rclpy.init(args=argv)
     node, code = None, 0

@@ -9,88 +9,12 @@ import time
 import numpy as np
 import pytest
 
+from node_client import NodeClient, make_cloud_columns
 from ros_harness import ROOT, RosProcess, spin_until
 
 TEMPLATES = ["a photo of a {}.", "a {} in the scene."]  # few templates keep text encoding quick
 FIRST_CLASSES = ["road", "car", "building", "vegetation"]
 SECOND_CLASSES = ["street", "automobile", "house", "tree", "person"]
-
-
-def make_cloud_columns(seed: int, count: int = 3000) -> dict:
-    rng = np.random.default_rng(seed)
-    return {
-        "x": rng.uniform(-20, 20, count).astype(np.float32),
-        "y": rng.uniform(-20, 20, count).astype(np.float32),
-        "z": rng.uniform(-2, 3, count).astype(np.float32),
-        "intensity": rng.random(count, dtype=np.float32),
-    }
-
-
-class NodeClient:
-    """Publishes clouds to the node, collects its outputs and talks to its parameter service."""
-
-    def __init__(self, context) -> None:
-        import rclpy
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import PointCloud2
-        from diagnostic_msgs.msg import DiagnosticArray
-        from std_msgs.msg import String
-
-        self.node = rclpy.create_node("node_test_client", context=context)
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.publisher = self.node.create_publisher(PointCloud2, "points", reliable)
-        self.outputs: list = []
-        self.announcements: list[dict] = []
-        self.node.create_subscription(PointCloud2, "segmented_points", self.outputs.append, reliable)
-        self.node.create_subscription(
-            String, "class_names", lambda m: self.announcements.append(json.loads(m.data)), latched)
-        self.set_parameters = self.node.create_client(SetParameters, "/clip2scene_segment/set_parameters")
-        self.diagnostics: dict[str, str] = {}
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-
-    def wait_until_connected(self, process: RosProcess) -> None:
-        spin_until(self.executor, lambda: self.publisher.get_subscription_count() > 0
-                   and self.announcements and self.set_parameters.service_is_ready()
-                   or process.poll() is not None, 120, "the node to come up")
-        assert process.poll() is None, f"node exited early:\n{process.output()}"
-
-    def _on_diagnostics(self, message) -> None:
-        for status in message.status:
-            if "clip2scene_segment" in status.name:
-                self.diagnostics = {value.key: value.value for value in status.values}
-
-    def wait_for_counter(self, key: str, value: int, timeout: float = 30.0) -> None:
-        spin_until(self.executor, lambda: int(self.diagnostics.get(key, -1)) >= value, timeout,
-                   f"diagnostics {key} >= {value}")
-
-    def send(self, message, timeout: float = 60.0):
-        """Publish one cloud and return the node's output for it."""
-        before = len(self.outputs)
-        self.publisher.publish(message)
-        spin_until(self.executor, lambda: len(self.outputs) > before, timeout, "a segmented cloud")
-        return self.outputs[-1]
-
-    def set_class_names(self, names, wait: bool = True):
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        request = SetParameters.Request(
-            parameters=[Parameter("class_names", Parameter.Type.STRING_ARRAY, list(names)).to_parameter_msg()])
-        future = self.set_parameters.call_async(request)
-        if not wait:
-            return future
-        spin_until(self.executor, future.done, 30, "the parameter service")
-        return future.result().results[0]
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +27,7 @@ def node_process(ros_env, tiny_checkpoint, tmp_path_factory):
             "-p", f"class_names:={json.dumps(FIRST_CLASSES)}",
             "-p", f"prompt_templates:={json.dumps(TEMPLATES)}",
             "-p", f"text_cache_dir:={logs / 'text_cache'}",
-            "-p", "reliability:=reliable", "-p", "max_points:=20000"]
+            "-p", "reliability:=reliable", "-p", "max_points:=20000", "-p", "diagnostics_window:=3.0"]
     with RosProcess("segment_node", argv, logs) as process:
         yield process
 
@@ -174,6 +98,7 @@ def test_class_list_change_mid_stream_loses_and_mixes_nothing(client, reference)
 
 @pytest.mark.parametrize("names, reason", [
     ([], "empty"),
+    (["Car", "car "], "duplicates"),
     (["car", "car"], "duplicates"),
     (["car", ""], "empty name"),
     (["x" * 500], "longer than"),
@@ -218,6 +143,74 @@ def test_malformed_clouds_are_logged_and_skipped(client, node_process):
     log = node_process.output()
     for needle in ("bytes, expected", "point_step", "no 'z' field", "empty", "max_points"):
         assert needle in log, f"node log does not mention {needle!r}:\n{log[-3000:]}"
+
+
+def test_malformed_cloud_warnings_are_grouped_and_the_level_returns_to_ok(client, node_process):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    good, bad = malformed_clouds()
+    oversized = dict(bad)["oversized"]
+    client.wait_for_counter("skipped", 0)
+    skipped = int(client.diagnostics["skipped"])
+    for _ in range(20):
+        client.publisher.publish(oversized)
+        client.executor.spin_once(timeout_sec=0.02)
+    client.wait_for_counter("skipped", skipped + 20)
+    spin_until(client.executor, lambda: client.diagnostic_status.level == DiagnosticStatus.WARN, 10,
+               "a WARN level after skipped clouds")
+    assert "skipped" in client.diagnostic_status.message
+    log = node_process.output()
+    assert log.count("more than max_points") <= 3, "malformed-cloud warnings are not throttled"
+    # The window is 3 s: with no more bad clouds the level goes back to OK.
+    spin_until(client.executor, lambda: client.diagnostic_status.level == DiagnosticStatus.OK, 15,
+               "the level to return to OK")
+    assert client.send(good).width == good.width
+
+
+def test_out_of_range_points_are_unknown_and_the_rest_is_labelled(client, reference):
+    from clip2scene_core.segmenter import UNKNOWN_LABEL
+    from clip2scene_ros.conversions import cloud_to_array, make_cloud
+
+    columns = make_cloud_columns(seed=8)
+    columns["x"][0] = 1e30  # one finite outlier used to overflow the voxel grid and lose the cloud
+    columns["y"][1] = -5e4
+    output = cloud_to_array(client.send(make_cloud(columns)))
+    assert (output["label"][:2] == UNKNOWN_LABEL).all() and (output["score"][:2] == 0).all()
+    assert (output["label"][2:] != UNKNOWN_LABEL).all()
+    rest = {name: values[2:] for name, values in columns.items()}
+    np.testing.assert_array_equal(output["label"][2:], labels_under(reference, FIRST_CLASSES, rest).labels)
+
+
+def test_organised_clouds_keep_their_shape_and_nan_points(client):
+    from clip2scene_core.segmenter import UNKNOWN_LABEL
+    from clip2scene_ros.conversions import array_to_cloud, cloud_to_array, make_cloud_array
+
+    columns = make_cloud_columns(seed=9, count=16 * 64)
+    columns["x"][::7] = np.nan  # no return: organised drivers keep the slot as NaN
+    message = array_to_cloud(make_cloud_array(columns).reshape(16, 64), frame_id="lidar")
+    output = client.send(message)
+    assert (output.height, output.width, output.is_dense) == (16, 64, False)
+    decoded = cloud_to_array(output, flatten=False)
+    missing = np.isnan(columns["x"]).reshape(16, 64)
+    assert np.isnan(decoded["x"][missing]).all() and not np.isnan(decoded["x"][~missing]).any()
+    assert (decoded["label"][missing] == UNKNOWN_LABEL).all()
+
+
+def test_a_template_that_cannot_be_filled_is_rejected_before_encoding(client):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(parameters=[Parameter(
+        "prompt_templates", Parameter.Type.STRING_ARRAY, ["a photo of a {}.", "a {} {x}"]).to_parameter_msg()])
+    future = client.set_parameters.call_async(request)
+    spin_until(client.executor, future.done, 30, "the parameter service")
+    result = future.result().results[0]
+    assert not result.successful and "{x}" in result.reason
+
+
+def test_duplicate_class_names_differing_in_case_or_spaces_are_rejected(client):
+    result = client.set_class_names(["Car", "road", " car"])
+    assert not result.successful and "duplicates" in result.reason
 
 
 def test_non_finite_points_are_labelled_unknown(client):
@@ -300,3 +293,17 @@ def test_launch_file_starts_the_node_with_the_params_file():
     description = source.get_launch_description(launch.LaunchContext())
     names = [entity.name for entity in description.entities if hasattr(entity, "name")]
     assert {"checkpoint", "device", "points", "segmented_points", "params_file"} <= set(names)
+
+
+def test_intensities_of_0_to_255_are_scaled_once_automatically(client, node_process, reference):
+    """Last in this module: the node keeps the scale it detected for the clouds after this one."""
+    from clip2scene_ros.conversions import cloud_to_array, make_cloud
+
+    columns = make_cloud_columns(seed=12)
+    raw = dict(columns, intensity=np.round(columns["intensity"] * 255).astype(np.float32))
+    output = cloud_to_array(client.send(make_cloud(raw)))
+    expected = labels_under(reference, FIRST_CLASSES, dict(raw, intensity=raw["intensity"] / 255))
+    np.testing.assert_array_equal(output["label"], expected.labels)
+    np.testing.assert_array_equal(output["intensity"], raw["intensity"])  # published as sent
+    client.send(make_cloud(raw))
+    assert node_process.output().count("intensity_scale auto") == 1

@@ -1,0 +1,89 @@
+"""A test-side ROS client of the segmentation node: publishes clouds, collects outputs, sets parameters."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ros_harness import RosProcess, spin_until
+
+
+def make_cloud_columns(seed: int, count: int = 3000) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "x": rng.uniform(-20, 20, count).astype(np.float32),
+        "y": rng.uniform(-20, 20, count).astype(np.float32),
+        "z": rng.uniform(-2, 3, count).astype(np.float32),
+        "intensity": rng.random(count, dtype=np.float32),
+    }
+
+
+class NodeClient:
+    """Publishes clouds to the node, collects its outputs and talks to its parameter service."""
+
+    def __init__(self, context, namespace: str = "", node_name: str = "clip2scene_segment") -> None:
+        import rclpy
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import PointCloud2
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_msgs.msg import String
+
+        self.node = rclpy.create_node("node_test_client", context=context, namespace=namespace or None)
+        self.node_name = node_name
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.publisher = self.node.create_publisher(PointCloud2, "points", reliable)
+        self.outputs: list = []
+        self.announcements: list[dict] = []
+        self.node.create_subscription(PointCloud2, "segmented_points", self.outputs.append, reliable)
+        self.node.create_subscription(
+            String, "class_names", lambda m: self.announcements.append(json.loads(m.data)), latched)
+        self.set_parameters = self.node.create_client(
+            SetParameters, f"{namespace.rstrip('/')}/{node_name}/set_parameters")
+        self.diagnostics: dict[str, str] = {}
+        self.diagnostic_status = None
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+
+    def wait_until_connected(self, process: RosProcess) -> None:
+        spin_until(self.executor, lambda: self.publisher.get_subscription_count() > 0
+                   and self.announcements and self.set_parameters.service_is_ready()
+                   or process.poll() is not None, 120, "the node to come up")
+        assert process.poll() is None, f"node exited early:\n{process.output()}"
+
+    def _on_diagnostics(self, message) -> None:
+        for status in message.status:
+            if self.node_name in status.name:
+                self.diagnostics = {value.key: value.value for value in status.values}
+                self.diagnostic_status = status
+
+    def wait_for_counter(self, key: str, value: int, timeout: float = 30.0) -> None:
+        spin_until(self.executor, lambda: int(self.diagnostics.get(key, -1)) >= value, timeout,
+                   f"diagnostics {key} >= {value}")
+
+    def send(self, message, timeout: float = 60.0):
+        """Publish one cloud and return the node's output for it."""
+        before = len(self.outputs)
+        self.publisher.publish(message)
+        spin_until(self.executor, lambda: len(self.outputs) > before, timeout, "a segmented cloud")
+        return self.outputs[-1]
+
+    def set_class_names(self, names, wait: bool = True):
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(
+            parameters=[Parameter("class_names", Parameter.Type.STRING_ARRAY, list(names)).to_parameter_msg()])
+        future = self.set_parameters.call_async(request)
+        if not wait:
+            return future
+        spin_until(self.executor, future.done, 30, "the parameter service")
+        return future.result().results[0]
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
