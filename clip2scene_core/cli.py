@@ -54,9 +54,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub_args = sub_parser.parse_args(rest)
     try:
         return int(module.run(sub_args) or 0)
-    except (FileNotFoundError, ValueError) as error:
-        # Bad input: say what was wrong, without a traceback.
-        logging.getLogger("clip2scene").error("%s", error)
+    except (OSError, ValueError) as error:
+        # Bad input, or an output folder that is read-only or full: say what was wrong, without a
+        # traceback (-v shows it).
+        logging.getLogger("clip2scene").error("%s", error, exc_info=args.verbose)
         return 2
 
 

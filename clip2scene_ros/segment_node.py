@@ -66,7 +66,7 @@ NODE_NAME = "clip2scene_segment"
 #: Seconds between two warnings of one kind (malformed clouds of one reason, lost clouds, ...).
 WARNING_PERIOD = 10.0
 #: How long stopping waits for the worker to finish a cloud before the process exits without it.
-STOP_WAIT = 1.0
+STOP_WAIT = 0.3
 LOST_HINT = ("best-effort clouds larger than the publisher's DDS shared-memory segment arrive in "
              "fragments and are lost with one of them: give the publisher config/fastdds.xml "
              "(README, 'Large clouds') or publish and subscribe reliable")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from clip2scene_core.train.config import add_config_arguments, config_from_args
@@ -37,5 +38,22 @@ def run_training(defaults: Mapping[str, Any], args: argparse.Namespace, flags: M
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=False))
         return 0
+    check_writable(Path(config["out_dir"]))
     print(f"wrote {train(config)}")
     return 0
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not hours later at the first checkpoint, when ``folder`` cannot be written.
+
+    Raises OSError naming the folder and the reason (read-only, full, not a folder, ...).
+    """
+    from clip2scene_core.clip.atomic_file import torch_save_atomically
+
+    probe = folder / ".clip2scene-write-test"
+    try:
+        torch_save_atomically({"probe": True}, probe)
+    except OSError as error:
+        reason = getattr(error.__cause__, "strerror", None) or error.strerror
+        raise OSError(error.errno, f"output folder {folder} is not writable: {reason}") from error
+    probe.unlink()

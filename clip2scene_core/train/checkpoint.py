@@ -7,19 +7,20 @@ A checkpoint is a dict of plain Python types and tensors, loadable with ``torch.
 
 A training state (for ``--resume``) is a checkpoint with one more key, ``training_state``: optimiser and
 scheduler state, epoch/step and every RNG state, so a resumed run continues an interrupted one exactly.
-Files are written atomically (temporary file in the same folder, then ``os.replace``).
+Files are written atomically (temporary file in the same folder, then ``os.replace``): a failed write
+(read-only or full disk) raises ``AtomicWriteError`` and leaves the previous file as it was.
 """
 from __future__ import annotations
 
 import logging
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+
+from clip2scene_core.clip.atomic_file import torch_save_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +63,6 @@ def _check_text_encoder(text_encoder: Any) -> dict[str, Any]:
     if missing:
         raise ValueError(f"text_encoder spec lacks {missing}; got keys {sorted(text_encoder)}")
     return dict(text_encoder)
-
-
-def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _checkpoint_payload(
@@ -143,7 +129,7 @@ def save_checkpoint(
         metrics=metrics, extra=extra,
     )
     path = Path(path)
-    _atomic_save(payload, path)
+    torch_save_atomically(payload, path, durable=True)
     logger.info("saved checkpoint %s", path)
     return path
 
@@ -268,7 +254,7 @@ def save_training_state(
         "generators": {name: g.get_state() for name, g in (generators or {}).items()},
     }
     path = Path(path)
-    _atomic_save(payload, path)
+    torch_save_atomically(payload, path, durable=True)
     logger.info("saved training state %s (epoch %d, step %d)", path, epoch, step)
     return path
 
