@@ -4,13 +4,14 @@
 * `LatencyWindow`: percentiles of recent latencies;
 * `RecentEvents`: when problems happened, so a diagnostics level reflects a recent window only;
 * `GroupedWarnings`: one warning per kind of problem per period, with a count of the repeats;
-* `InputWatchdog`: a publisher is matched, yet no cloud arrived for a while.
+* `InputWatchdog`: a publisher is matched, yet no cloud arrived for a while;
+* `SequenceGaps`: clouds a publisher sent that never reached the node's callback.
 """
 from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -126,3 +127,25 @@ class InputWatchdog:
             self._since = max(self._since, now)
         silence = now - self._since
         return silence if silence > self.timeout else None
+
+
+class SequenceGaps:
+    """Counts clouds that a publisher sent but the node never saw, from DDS sequence numbers.
+
+    A best-effort reader with history depth 1 silently replaces a sample the executor has not taken
+    yet, and transport losses leave gaps too; each publisher numbers its samples 1, 2, 3, ..., so a
+    jump from n to n + k means k - 1 clouds went missing on the way.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[Any, int] = {}
+
+    def missed(self, info: Mapping[str, Any]) -> int:
+        """Clouds missing before this one (rclpy's MessageInfo of the received cloud)."""
+        sequence, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
+        if not sequence or gid is None:  # the middleware does not number samples
+            return 0
+        key = bytes(gid.get("data", ())) if isinstance(gid, Mapping) else repr(gid)
+        last = self._last.get(key)
+        self._last[key] = sequence
+        return max(sequence - last - 1, 0) if last is not None else 0

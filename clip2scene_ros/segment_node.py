@@ -56,7 +56,7 @@ from clip2scene_ros.cloud_input import IntensityScale, read_cloud
 from clip2scene_ros.conversions import (MessageFormatError, camera_info_to_intrinsics, image_to_numpy,
                                        segmented_cloud, stamp_to_ns)
 from clip2scene_ros.health import (GroupedWarnings, InputWatchdog, LatencyWindow, RateMeter,
-                                   RecentEvents)
+                                   RecentEvents, SequenceGaps)
 from clip2scene_ros.node_parameters import (DESCRIPTORS, check_reliability, default_parameters,
                                             non_empty, parse_intensity_scale)
 from clip2scene_ros.sync import CameraCollector, CollectorConfig, SyncedSet
@@ -105,7 +105,11 @@ class SegmentNode(Node):
         self._pending_space = None
         self._encoder = ClassListEncoder(self.segmenter, self._on_classes_encoded,
                                          self.get_logger().error)
-        self.stats = {"received": 0, "processed": 0, "dropped": 0, "skipped": 0, "lost": 0}
+        # received = processed + dropped (replaced while busy) + skipped (malformed); missed: sent by a
+        # publisher but never delivered to the node (lost in transport, or replaced in the DDS queue);
+        # lost: what DDS itself reported lost.
+        self.stats = {"received": 0, "processed": 0, "dropped": 0, "skipped": 0, "missed": 0, "lost": 0}
+        self._sequence_gaps = SequenceGaps()
         self._latency = LatencyWindow()
         self._rate = RateMeter()
         window = float(param("diagnostics_window"))
@@ -262,9 +266,10 @@ class SegmentNode(Node):
         self._announced_version = space.version
 
     # -- data path -------------------------------------------------------------------------------
-    def _on_cloud(self, message: PointCloud2) -> None:
+    def _on_cloud(self, message: PointCloud2, info: Any) -> None:
         now = time.monotonic()
         self._watchdog.cloud_arrived(now)
+        self.stats["missed"] += self._sequence_gaps.missed(info)
         if self.collector is not None:
             self.collector.add_cloud(stamp_to_ns(message.header.stamp), (message, now))
             with self._condition:

@@ -13,7 +13,7 @@ from clip2scene_core.segmenter import EncodingCancelled  # noqa: E402
 from clip2scene_ros.class_lists import ClassListEncoder  # noqa: E402
 from clip2scene_ros.cloud_input import IntensityScale  # noqa: E402
 from clip2scene_ros.health import (GroupedWarnings, InputWatchdog, RateMeter, RecentEvents,  # noqa: E402
-                                   reason_key)
+                                   SequenceGaps, reason_key)
 from clip2scene_ros.node_parameters import parse_intensity_scale  # noqa: E402
 from clip2scene_ros.transport import PROFILE_VARIABLES, apply_transport_profile, shipped_profile  # noqa: E402
 
@@ -58,6 +58,15 @@ def test_watchdog_reports_a_matched_publisher_that_delivers_nothing():
     assert watchdog.stalled(publishers=1, now=107.0) == pytest.approx(6.0)
     watchdog.cloud_arrived(107.5)
     assert watchdog.stalled(publishers=1, now=108.0) is None
+
+
+def test_sequence_gaps_count_clouds_that_never_reached_the_node():
+    gaps = SequenceGaps()
+    first, second = {"data": [1] * 16}, {"data": [2] * 16}
+    info = lambda gid, n: {"publisher_gid": gid, "publication_sequence_number": n}  # noqa: E731
+    assert [gaps.missed(info(first, n)) for n in (1, 2, 5, 6)] == [0, 0, 2, 0]
+    assert gaps.missed(info(second, 10)) == 0  # another publisher has its own numbers
+    assert gaps.missed({"publisher_gid": None, "publication_sequence_number": None}) == 0
 
 
 def test_intensity_scale_auto_detects_0_to_255_once():

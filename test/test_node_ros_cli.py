@@ -106,13 +106,16 @@ def assert_clean_exit(process: RosProcess, elapsed: float, within: float) -> Non
     assert elapsed < within, f"took {elapsed:.1f} s to stop:\n{log[-3000:]}"
     bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line or "RCLError" in line]
     assert not bad, "\n".join(bad)
+    assert "it/s]" not in log, "a progress bar wrote into the node's log"
 
 
 def test_ros2_launch_with_a_namespace_param_set_and_a_labelled_cloud(ros2, tiny_checkpoint, tmp_path,
                                                                      rclpy_context):
     params = yaml.safe_load((ROOT / "config" / "segment.yaml").read_text())
-    params["/**"]["ros__parameters"].update(prompt_templates=TEMPLATES, max_points=123456,
-                                            text_cache_dir=str(tmp_path / "text"))
+    params["/**"]["ros__parameters"].update({
+        "prompt_templates": TEMPLATES, "max_points": 123456, "text_cache_dir": str(tmp_path / "text"),
+        # ROS's per-topic QoS overrides (qos_overriding_options), here the input's reliability.
+        "qos_overrides./robot1/points.subscription.reliability": "reliable"})
     params_file = tmp_path / "robot1.yaml"
     params_file.write_text(yaml.safe_dump(params))
     argv = [str(ros2), "launch", "clip2scene_ros", "segment.launch.py", f"checkpoint:={tiny_checkpoint}",
@@ -130,6 +133,11 @@ def test_ros2_launch_with_a_namespace_param_set_and_a_labelled_cloud(ros2, tiny_
         client = NodeClient(rclpy_context, namespace="/robot1")
         try:
             client.wait_until_connected(launch)
+            from rclpy.qos import ReliabilityPolicy
+
+            endpoints = client.node.get_subscriptions_info_by_topic("/robot1/points")
+            assert [e.qos_profile.reliability for e in endpoints if e.node_name == "clip2scene_segment"] \
+                == [ReliabilityPolicy.RELIABLE], "qos_overrides did not reach the subscription"
             check_labelled_cloud(client, ["car", "road", "tree"])
         finally:
             client.close()
