@@ -141,7 +141,7 @@ def test_ros2_launch_with_a_namespace_param_set_and_a_labelled_cloud(ros2, tiny_
             check_labelled_cloud(client, ["car", "road", "tree"])
         finally:
             client.close()
-        assert_clean_exit(launch, stop_process_group(launch, 5.0), 5.0)
+        assert_clean_exit(launch, stop_process_group(launch, 2.0), 2.0)
         assert "ready on cpu" in launch.output() and "fastdds.xml" in launch.output()
 
 
