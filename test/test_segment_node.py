@@ -27,7 +27,9 @@ def node_process(ros_env, tiny_checkpoint, tmp_path_factory):
             "-p", f"class_names:={json.dumps(FIRST_CLASSES)}",
             "-p", f"prompt_templates:={json.dumps(TEMPLATES)}",
             "-p", f"text_cache_dir:={logs / 'text_cache'}",
-            "-p", "reliability:=reliable", "-p", "max_points:=20000", "-p", "diagnostics_window:=3.0"]
+            "-p", "reliability:=reliable", "-p", "max_points:=20000", "-p", "diagnostics_window:=3.0",
+            # The test client's publisher idles between tests: no "matched but silent" WARN here.
+            "-p", "input_timeout:=600.0"]
     with RosProcess("segment_node", argv, logs) as process:
         yield process
 
