@@ -331,10 +331,12 @@ class SegmentNode(Node):
 
     def _process(self, message: PointCloud2, arrived: float, cameras: Sequence = ()) -> None:
         cloud = read_cloud(message, self.max_points, self.intensity_scale)
-        valid = self.segmenter.in_range(cloud.points)
-        if not valid.all():
-            self._warnings.warn("", f"{int((~valid).sum())} of {len(valid)} points have NaN/Inf or "
-                                    f"out-of-range coordinates: labelled unknown")
+        # NaN points are how organised clouds mark missing returns, so only far-away finite points
+        # (a driver's garbage, or a wrong unit) are worth a warning; both are labelled unknown.
+        far = np.isfinite(cloud.points).all(axis=1) & ~self.segmenter.in_range(cloud.points)
+        if far.any():
+            self._warnings.warn("", f"{int(far.sum())} of {len(far)} points lie beyond max_range="
+                                    f"{self.segmenter.max_range:g} m or the voxel grid: labelled unknown")
         space = self.segmenter.class_space
         self._announce(space)
         result = self.segmenter.segment(cloud.points, cloud.network_intensity, cameras=cameras,

@@ -169,7 +169,7 @@ def test_malformed_cloud_warnings_are_grouped_and_the_level_returns_to_ok(client
     assert client.send(good).width == good.width
 
 
-def test_out_of_range_points_are_unknown_and_the_rest_is_labelled(client, reference):
+def test_out_of_range_points_are_unknown_and_the_rest_is_labelled(client, reference, node_process):
     from clip2scene_core.segmenter import UNKNOWN_LABEL
     from clip2scene_ros.conversions import cloud_to_array, make_cloud
 
@@ -179,6 +179,7 @@ def test_out_of_range_points_are_unknown_and_the_rest_is_labelled(client, refere
     output = cloud_to_array(client.send(make_cloud(columns)))
     assert (output["label"][:2] == UNKNOWN_LABEL).all() and (output["score"][:2] == 0).all()
     assert (output["label"][2:] != UNKNOWN_LABEL).all()
+    assert "points lie beyond max_range=1000 m" in node_process.output()
     rest = {name: values[2:] for name, values in columns.items()}
     np.testing.assert_array_equal(output["label"][2:], labels_under(reference, FIRST_CLASSES, rest).labels)
 
