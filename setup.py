@@ -7,7 +7,8 @@ Installs two Python packages, ``clip2scene_core`` (ROS-free library + ``clip2sce
   ``install_scripts``, so it is shipped as a data file: a launcher whose shebang is the Python that
   builds the package (the venv's under pip, the distribution's under colcon).
 * ``share/ament_index/resource_index/packages/clip2scene_ros``: the ament index marker.
-* ``share/clip2scene_ros/{package.xml, launch/, config/}`` (config/ holds the Fast DDS profile too).
+* ``share/clip2scene_ros/{package.xml, launch/, config/, models/}`` (config/ holds the Fast DDS
+  profile too; models/ the demo network).
 
 The ROS 2 client libraries are deliberately not in ``install_requires``: on a ROS 2 distribution they
 come from the distribution, and in a plain venv from the ``ros`` extra (the Kilted wheels on PyPI).
@@ -62,6 +63,7 @@ setup(
         ("share/" + PACKAGE + "/launch", files("launch/*.py")),
         ("share/" + PACKAGE + "/config", files("config/*.yaml") + files("config/*.xml")),
         ("share/" + PACKAGE + "/config/classes", files("config/classes/*.yaml")),
+        ("share/" + PACKAGE + "/models", files("models/*.pt")),  # the demo network
         ("lib/" + PACKAGE, [write_node_launcher()]),
     ],
     install_requires=[

@@ -33,6 +33,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch threads per run")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1],
                         help="DataLoader workers of this tree's runs (the baseline runs with 0, its default)")
+    parser.add_argument("--ddp", type=int, default=2, metavar="N",
+                        help="also time this tree as N data-parallel processes of 1 thread (torchrun, gloo; "
+                             "frames/s counts every process's frames; 1 = skip)")
     parser.add_argument("--steps", type=int, default=24, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps")
     parser.add_argument("--out", default="runs/bench_throughput", help="work folder (dataset, text, runs)")
@@ -72,13 +75,16 @@ def worker(spec: dict) -> None:
     pretrain_module.optimizer_step = timed_step
     os.environ["TQDM_DISABLE"] = "1"
     pretrain_module.pretrain(spec["config"])
-    print(json.dumps({"module": pretrain_module.__file__, "stamps": stamps}))
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"module": pretrain_module.__file__, "stamps": stamps}))
 
 
-def timed_run(tree: Path, config: dict, warmup: int) -> float:
-    """Frames per second of one run of ``tree``'s code (batch 1: one frame per step)."""
+def timed_run(tree: Path, config: dict, warmup: int, processes: int = 1) -> float:
+    """Frames per second of one run of ``tree``'s code (batch 1: one frame per step and process)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(config["threads"])}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps({"config": config})],
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    done = subprocess.run([*launcher, str(Path(__file__).resolve()), "--worker", json.dumps({"config": config})],
                           env=env, cwd=tree, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"timing run in {tree} failed:\n{done.stderr[-3000:]}")
@@ -86,7 +92,7 @@ def timed_run(tree: Path, config: dict, warmup: int) -> float:
     if not result["module"].startswith(str(tree)):
         raise RuntimeError(f"run meant for {tree} imported {result['module']}")
     stamps = result["stamps"][warmup - 1:]
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return processes * (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 def step_breakdown(dataset: Path, text_file: Path, threads: int, steps: int) -> dict[str, float]:
@@ -182,6 +188,11 @@ def main() -> None:
                         reference = reference or rate
                         print(f"{name:<22} {threads:>7} {workers:>7} {rate:>9.2f} {rate / reference:>8.2f}x",
                               flush=True)
+                if threads == 1 and args.ddp > 1:
+                    config = run_config(dataset, text_file, Path(scratch) / "run", 1, 0, steps)
+                    rate = timed_run(ROOT, config, args.warmup, args.ddp)
+                    print(f"{f'this tree, {args.ddp} x DDP':<22} {1:>7} {0:>7} {rate:>9.2f} {rate / reference:>8.2f}x"
+                          f"   ({args.ddp} processes x batch 1: effective batch {args.ddp})", flush=True)
         finally:
             if args.baseline != "none":
                 subprocess.run(["git", "worktree", "remove", "--force", f"{scratch}/baseline"], cwd=ROOT,

@@ -145,6 +145,22 @@ class ConfusionMatrix:
         lines.append(f"{'unknown':<{width}} {int(self.counts[:, -1].sum()):>7} points predicted unknown")
         return "\n".join(lines)
 
+    def format_confusions(self, class_names: Sequence[str], top: int = 3) -> str:
+        """Per true class, the ``top`` most frequent predictions and their shares of its points,
+        e.g. ``road (4120 points): road 68 %, sidewalk 29 %, terrain 2 %``."""
+        names = self._check_names(class_names)
+        lines = []
+        for c, name in enumerate(names):
+            row = self.counts[c].double()
+            total = float(row.sum())
+            if total == 0:
+                continue
+            shares, columns = torch.sort(row / total, descending=True)
+            entries = [f"{(names + ['unknown'])[k]} {100 * share:.0f} %"
+                       for share, k in zip(shares[:top].tolist(), columns[:top].tolist()) if share > 0]
+            lines.append(f"{name} ({int(total)} points): " + ", ".join(entries))
+        return "\n".join(lines)
+
     def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
         """JSON-ready summary (NaN written as ``None``): mIoU, accuracy, per-class IoU and counts, matrix."""
         names = self._check_names(class_names)

@@ -218,3 +218,46 @@ def save_prediction_vs_truth_png(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return path
+
+
+def save_cameras_side_by_side_png(
+    frame: Frame,
+    labellings: Sequence[tuple[str, np.ndarray]],
+    class_names: Sequence[str],
+    path: Union[str, Path],
+    max_cameras: int = 3,
+    dpi: int = 80,
+) -> Path:
+    """Camera overlays of several labellings of the same points, one column per labelling.
+
+    labellings: (name, labels (N,) int in the dataset label space, 0 = none) pairs, e.g. the
+    teacher's projected pseudo-labels beside the student's predictions; rows: the first
+    ``max_cameras`` cameras. Points labelled 0 are left out of that panel.
+    """
+    cameras = frame.cameras[:max_cameras]
+    if not cameras:
+        raise ValueError(f"frame {frame.frame_id!r} has no cameras to draw")
+    for name, labels in labellings:
+        if len(labels) != frame.num_points:
+            raise ValueError(f"{name}: {len(labels)} labels for a frame of {frame.num_points} points")
+    cell_width = 5.0
+    cell_height = max(cell_width * c.height / c.width for c in cameras) + 0.3
+    figure = Figure(figsize=(cell_width * len(labellings), cell_height * len(cameras) + 0.8))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(cameras), len(labellings), squeeze=False)
+    for column, (name, labels) in enumerate(labellings):
+        labels = np.asarray(labels, np.int64)
+        shown = labels > 0
+        for row, camera in enumerate(cameras):
+            ax = axes[row, column]
+            draw_camera_overlay(ax, camera, frame.points[shown], label_colors(labels[shown]))
+            ax.set_title(f"{name}: {camera.name}", fontsize=9)
+    present = np.unique(np.concatenate([np.asarray(labels, np.int64) for _, labels in labellings]))
+    handles = legend_handles(present[present > 0], class_names)
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=8, frameon=False)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.8 / figure.get_figheight(), top=0.97,
+                           wspace=0.03, hspace=0.12)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path

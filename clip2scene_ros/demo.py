@@ -17,13 +17,15 @@ import logging
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import yaml
 
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
+from clip2scene_core.evaluate import ConfusionMatrix
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
 
 LOGGER = logging.getLogger(__name__)
@@ -38,25 +40,57 @@ SYNONYMS = {
 }
 
 
-def demo_config_path() -> Path:
-    """``config/demo.yaml`` from the checkout or the installed share folder."""
-    for candidate in (ROOT / "config" / "demo.yaml",
-                      Path(os.sys.prefix) / "share" / "clip2scene_ros" / "config" / "demo.yaml"):
+def demo_file(relative: Union[str, Path]) -> Path:
+    """A file of the demo (``config/...``, ``models/...``) from the checkout or the installed share
+    folder; an absolute path is returned as it is."""
+    relative = Path(relative)
+    candidates = [relative] if relative.is_absolute() else [
+        ROOT / relative, Path(sys.prefix) / "share" / "clip2scene_ros" / relative]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError("config/demo.yaml not found in the checkout or the install prefix")
+    raise FileNotFoundError(f"demo file {relative} not found in {' or '.join(str(c) for c in candidates)}")
 
 
 def load_demo_config(path: Optional[Path] = None) -> dict[str, Any]:
-    with open(path or demo_config_path(), encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    """The demo YAML (default ``config/demo.yaml``), its ``pretrain_config`` resolved to a path."""
+    path = Path(path) if path is not None else demo_file("config/demo.yaml")
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    pretrain_file = Path(config["pretrain_config"])
+    config["pretrain_config"] = str(pretrain_file if pretrain_file.is_absolute() else path.parent / pretrain_file)
+    return config
 
 
-def cached_checkpoint(pretrain_config: Mapping[str, Any], cache_dir: Path, retrain: bool = False) -> Path:
-    """Pretrain with ``pretrain_config`` unless a checkpoint of the same config is cached."""
+def demo_pretrain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The full pretraining config of the demo network: the defaults merged with ``pretrain_config``."""
+    from clip2scene_core.train.config import build_config
+    from clip2scene_core.train.pretrain import DEFAULT_PRETRAIN_CONFIG
+
+    return build_config(DEFAULT_PRETRAIN_CONFIG, [config["pretrain_config"]])
+
+
+def training_identity(pretrain_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides the trained weights: the config without where it is written or resumed from."""
+    return {key: value for key, value in pretrain_config.items() if key not in ("out_dir", "resume")}
+
+
+def demo_checkpoint(config: Mapping[str, Any], cache_dir: Path, retrain: bool = False) -> Path:
+    """The shipped checkpoint when it was trained with the demo's pretraining config (and no
+    ``retrain``); else a checkpoint trained with that config, cached in ``cache_dir`` by config."""
+    from clip2scene_core.train.checkpoint import load_checkpoint
     from clip2scene_core.train.pretrain import pretrain
 
-    key = hashlib.sha256(json.dumps(pretrain_config, sort_keys=True).encode()).hexdigest()[:16]
+    pretrain_config = demo_pretrain_config(config)
+    identity = training_identity(pretrain_config)
+    if config.get("checkpoint") and not retrain:
+        shipped = demo_file(config["checkpoint"])
+        if training_identity(load_checkpoint(shipped)["extra"]["config"]) == identity:
+            LOGGER.info("using the shipped demo checkpoint %s (retrain with --retrain)", shipped)
+            return shipped
+        LOGGER.warning("%s was trained with another config than %s: training the demo network",
+                       shipped, config["pretrain_config"])
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     out_dir = cache_dir / f"pretrain-{key}"
     model = out_dir / "model.pt"
     if model.is_file() and not retrain:
@@ -79,24 +113,22 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
              rate: Optional[float] = None) -> dict[str, Any]:
     """Run the whole demo; returns the report (also written to ``out_dir/report.json``)."""
     from clip2scene_core.segmenter import Segmenter
-    from clip2scene_core.visualize import save_frame_png, save_prediction_vs_truth_png
-    from clip2scene_ros.bag import (ClassChange, dataset_label_table, evaluate_recording, export_frames,
-                                    read_input, segment_bag, to_dataset_labels)
+    from clip2scene_core.train.checkpoint import load_checkpoint
+    from clip2scene_core.train.pairs import SimulatedTeacher
+    from clip2scene_core.visualize import save_cameras_side_by_side_png, save_prediction_vs_truth_png
+    from clip2scene_ros.bag import ClassChange, evaluate_recording, export_frames, read_input, segment_bag
     from clip2scene_ros.replay import replay_bag, running_segment_node
 
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    world = dict(config.get("world") or {})
-    pretrain_config = dict(config["pretrain"])
-    pretrain_config["data"] = dict(pretrain_config.get("data") or {})
-    pretrain_config["data"]["options"] = dict(pretrain_config["data"].get("options") or {}, config=world)
-    checkpoint = cached_checkpoint(pretrain_config, cache_dir, retrain)
+    checkpoint = demo_checkpoint(config, cache_dir, retrain)
+    world = demo_pretrain_config(config)["data"]["options"].get("config") or {}
 
     drive = config["drive"]
     frames = SyntheticDataset(seed=drive["seed"], num_scenes=1, frames_per_scene=drive["frames"],
-                              config=SyntheticConfig.from_dict(world, "demo config 'world'"))
+                              config=SyntheticConfig.from_dict(world, f"{config['pretrain_config']} data.options.config"))
     bag = out_dir / "drive"
     LOGGER.info("recording an unseen synthetic drive (%d frames) to %s", drive["frames"], bag)
     export_frames(frames, bag, SYNTHETIC_CLASSES, dataset="synthetic", total=drive["frames"])
@@ -123,24 +155,44 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     offline = evaluate_recording(truth, offline_recording, mapping=mapping, schedule=[change])
     agreement = labels_agreement(recording, offline_recording)
 
+    # The student against its teacher on the same points: those a camera sees (the only ones the
+    # teacher labels), over the whole drive.
+    predicted = recorded_dataset_labels(recording, truth.stamps, mapping)
+    state = load_checkpoint(checkpoint)
+    teacher = SimulatedTeacher(state["extra"]["class_embeddings"], frames.config.teacher.feature_noise_sigma)
+    student_in_view, teacher_in_view, teacher_labels = in_view_comparison(frames, predicted, teacher,
+                                                                          state["extra"]["class_embeddings"])
+
     # Pictures of the last frame (labelled with the synonyms).
-    last = frames[len(frames) - 1]
-    prediction = next((p for p in recording.predictions if p.stamp == truth.stamps[-1]), None)
+    last_index = len(frames) - 1
+    last = frames[last_index]
     pictures = {}
-    if prediction is not None:
-        table = dataset_label_table(prediction.class_names, SYNTHETIC_CLASSES, mapping)
-        predicted = to_dataset_labels(prediction.labels, table)
-        pictures["cameras"] = save_frame_png(last, out_dir / "prediction_cameras.png", labels=predicted,
-                                             class_names=SYNTHETIC_CLASSES)
+    if predicted[last_index] is not None:
+        pictures["cameras"] = save_cameras_side_by_side_png(
+            last, [("teacher (projected pixels)", teacher_labels[last_index]), ("student", predicted[last_index])],
+            SYNTHETIC_CLASSES, out_dir / "teacher_vs_student_cameras.png")
         pictures["bev"] = save_prediction_vs_truth_png(
-            last.points, predicted, last.labels, SYNTHETIC_CLASSES, out_dir / "prediction_vs_truth_bev.png",
-            title=f"frame {len(frames) - 1}, classes: {', '.join(prediction.class_names)}")
+            last.points, predicted[last_index], last.labels, SYNTHETIC_CLASSES,
+            out_dir / "prediction_vs_truth_bev.png",
+            title=f"frame {last_index}, classes: {', '.join(recording.predictions[-1].class_names)}")
     (_, _, before), (_, _, after) = live.segments[0], live.segments[-1]
     pictures["iou"] = after.save_iou_bars_png(out_dir / "iou_per_class.png", SYNTHETIC_CLASSES, compare=before,
                                               run_names=("trained names", "synonyms"))
+    student_miou, teacher_miou = _number(student_in_view.miou()), _number(teacher_in_view.miou())
     report = {
+        "summary": {
+            "student_miou": student_miou,
+            "teacher_miou": teacher_miou,
+            "student_teacher_ratio": student_miou / teacher_miou if student_miou and teacher_miou else None,
+            "trained_names_miou": live.report["segments"][0]["miou"],
+            "synonyms_miou": live.report["segments"][-1]["miou"],
+            "frames": live.report["frames"],
+            "dropped": live.report["dropped"],
+        },
         "checkpoint": str(checkpoint),
-        "checkpoint_metrics": _checkpoint_metrics(checkpoint),
+        "checkpoint_metrics": dict(state.get("metrics", {})),
+        "in_view": {"student": student_in_view.to_dict(SYNTHETIC_CLASSES),
+                    "teacher": teacher_in_view.to_dict(SYNTHETIC_CLASSES)},
         "live": live.report,
         "offline": offline.report,
         "live_offline_label_agreement": agreement,
@@ -150,6 +202,44 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.txt").write_text(format_report(report, live.format_table()))
     return report
+
+
+def recorded_dataset_labels(recording, stamps, mapping: Mapping[str, str]) -> list[Optional[np.ndarray]]:
+    """Per drive frame (bag order), the node's labels in the dataset's label space (None = dropped)."""
+    from clip2scene_ros.bag import dataset_label_table, to_dataset_labels
+
+    by_stamp = {prediction.stamp: prediction for prediction in recording.predictions}
+    labels = []
+    for stamp in stamps:
+        prediction = by_stamp.get(stamp)
+        labels.append(None if prediction is None else to_dataset_labels(
+            prediction.labels, dataset_label_table(prediction.class_names, SYNTHETIC_CLASSES, mapping)))
+    return labels
+
+
+def in_view_comparison(frames, predicted: list[Optional[np.ndarray]], teacher, text
+                       ) -> tuple[ConfusionMatrix, ConfusionMatrix, list[np.ndarray]]:
+    """Confusion matrices of the student and of the teacher's projected pseudo-labels on the same
+    points (those the teacher labels: seen by a camera), and the teacher's labels per frame (0 = none)."""
+    import torch
+
+    from clip2scene_core.train.evaluation import teacher_point_labels
+
+    student, teacher_matrix = ConfusionMatrix(len(SYNTHETIC_CLASSES)), ConfusionMatrix(len(SYNTHETIC_CLASSES))
+    teacher_labels = []
+    for index, (frame, labels) in enumerate(zip(frames, predicted)):
+        points, pseudo = teacher_point_labels(frame, teacher, text, torch.Generator().manual_seed(index))
+        full = np.zeros(frame.num_points, np.int64)
+        full[points] = pseudo
+        teacher_labels.append(full)
+        if labels is not None:  # a dropped frame counts for neither
+            student.update(labels[points], frame.labels[points])
+            teacher_matrix.update(pseudo, frame.labels[points])
+    return student, teacher_matrix, teacher_labels
+
+
+def _number(value: float) -> Optional[float]:
+    return None if np.isnan(value) else float(value)
 
 
 def labels_agreement(live, offline) -> Optional[float]:
@@ -165,24 +255,22 @@ def labels_agreement(live, offline) -> Optional[float]:
     return same / total if total else None
 
 
-def _checkpoint_metrics(path: Path) -> dict:
-    from clip2scene_core.train.checkpoint import load_checkpoint
-
-    return dict(load_checkpoint(path).get("metrics", {}))
-
-
 def format_report(report: Mapping[str, Any], live_table: str) -> str:
-    """The report as text: live per-class table, mIoU before/after the class change, checks."""
-    live, offline = report["live"], report["offline"]
-    segments = live.get("segments", [])
+    """The report as text: live per-class table, the summary (student vs teacher, mIoU before/after
+    the class change, frames and drops), the offline check and the pictures."""
+    summary, offline = report["summary"], report["offline"]
     percent = lambda value: "-" if value is None else f"{100 * value:.1f} %"  # noqa: E731
+    ratio = summary["student_teacher_ratio"]
     lines = ["clip2scene demo: annotation-free LiDAR segmentation, replayed through the ROS 2 node", "",
-             live_table, ""]
-    if len(segments) == 2:
-        lines += [f"mIoU with the trained names : {percent(segments[0]['miou'])}",
-                  f"mIoU after switching to synonyms ({', '.join(report['class_change']['to'])}): "
-                  f"{percent(segments[1]['miou'])}"]
-    lines += [f"offline Segmenter on the same bag: mIoU {percent(offline.get('miou'))}; live and offline "
-              f"labels agree on {percent(report['live_offline_label_agreement'])} of points",
-              f"pictures: {', '.join(report['pictures'].values())}"]
+             live_table, "",
+             f"student mIoU (points a camera sees): {percent(summary['student_miou'])}",
+             f"teacher mIoU (its projected pixel labels, same points): {percent(summary['teacher_miou'])}",
+             f"student / teacher: {'-' if ratio is None else f'{ratio:.2f}x'}",
+             f"mIoU with the trained names: {percent(summary['trained_names_miou'])}",
+             f"mIoU after switching to synonyms ({', '.join(report['class_change']['to'])}): "
+             f"{percent(summary['synonyms_miou'])}",
+             f"frames {summary['frames']}, dropped {summary['dropped']}",
+             f"offline Segmenter on the same bag: mIoU {percent(offline.get('miou'))}; live and offline "
+             f"labels agree on {percent(report['live_offline_label_agreement'])} of points",
+             f"pictures: {', '.join(report['pictures'].values())}"]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,8 @@ CASES = {
     "conversions": (["--sizes", "2000", "--repeats", "1"],
                     [r"2000 points", rf"cloud_to_xyz .*\s{NUMBER}\s+{NUMBER}\s+{NUMBER}"]),
     "synthetic": (["--scenes", "1", "--frames", "1"], [rf"car\s+{NUMBER}", rf"reading is {NUMBER}x faster"]),
-    "train_throughput": (["--baseline", "none", "--threads", "1", "--workers", "0", "--steps", "2", "--warmup", "2"],
+    "train_throughput": (["--baseline", "none", "--threads", "1", "--workers", "0", "--ddp", "1", "--steps", "2",
+                          "--warmup", "2"],
                          [rf"this tree\s+1\s+0\s+{NUMBER}\s+{NUMBER}x", rf"network forward\+backward {NUMBER} %"]),
     # starts the node as a ROS process on loopback (the script sets LOCALHOST and a random domain id)
     "node_latency": (["--model", "tiny", "--sizes", "2000", "--frames", "2"],

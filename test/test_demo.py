@@ -5,28 +5,50 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 
-MINIATURE = {
-    "world": {"lidar": {"azimuth_steps": 120, "beams": 8}, "cameras": {"image_size": [48, 96]},
-              "num_sweeps": 2},
-    "pretrain": {"seed": 0, "device": "cpu", "threads": 1, "model_preset": "tiny", "voxel_size": 0.3,
-                 "epochs": 1, "batch_size": 1, "pairs": {"num_sweeps": 2},
-                 "data": {"train": {"options": {"seed": 0, "num_scenes": 1, "frames_per_scene": 2}},
-                          "val": {"options": {"seed": 1, "num_scenes": 1, "frames_per_scene": 1}},
-                          "in_memory": True},
-                 "text": {"templates": ["a photo of a {}."]}},
-    "drive": {"seed": 7, "frames": 4, "rate": 1.0, "lock_step": True},
+MINIATURE_PRETRAIN = {
+    "seed": 0, "device": "cpu", "threads": 1, "model_preset": "tiny", "voxel_size": 0.3, "epochs": 1,
+    "batch_size": 1, "pairs": {"num_sweeps": 2},
+    "data": {"options": {"config": {"lidar": {"azimuth_steps": 120, "beams": 8},
+                                    "cameras": {"image_size": [48, 96]}, "num_sweeps": 2}},
+             "train": {"options": {"seed": 0, "num_scenes": 1, "frames_per_scene": 2}},
+             "val": {"options": {"seed": 1, "num_scenes": 1, "frames_per_scene": 1}},
+             "in_memory": True},
+    "text": {"templates": ["a photo of a {}."]},
 }
+SUMMARY_KEYS = {"student_miou", "teacher_miou", "student_teacher_ratio", "trained_names_miou", "synonyms_miou",
+                "frames", "dropped"}
+
+
+def miniature_config(folder) -> dict:
+    path = folder / "pretrain_miniature.yaml"
+    path.write_text(yaml.safe_dump(MINIATURE_PRETRAIN))
+    return {"pretrain_config": str(path), "checkpoint": None,
+            "drive": {"seed": 7, "frames": 4, "rate": 1.0, "lock_step": True}}
+
+
+def test_shipped_demo_checkpoint_is_what_its_config_trains():
+    from clip2scene_core.model import restore_model
+    from clip2scene_core.train.checkpoint import load_checkpoint
+    from clip2scene_ros.demo import demo_file, demo_pretrain_config, load_demo_config
+
+    config = load_demo_config()
+    state = load_checkpoint(demo_file(config["checkpoint"]))
+    assert state["extra"]["config"] == demo_pretrain_config(config)  # exactly what `clip2scene pretrain --config` records
+    restore_model(state["model_config"], state["state_dict"])
+    assert state["metrics"]["miou"] > 0
 
 
 @pytest.mark.usefixtures("ros_env")
 def test_demo_runs_end_to_end_and_reports_the_class_change(tmp_path):
     from clip2scene_ros.demo import SYNONYMS, run_demo
 
-    report = run_demo(tmp_path / "demo", MINIATURE, tmp_path / "cache")
+    config = miniature_config(tmp_path)
+    report = run_demo(tmp_path / "demo", config, tmp_path / "cache")
     live = report["live"]
     assert live["complete"] and live["frames"] == 4 and live["evaluated"] == 4 and live["dropped"] == 0
     first, second = live["segments"]
@@ -40,6 +62,13 @@ def test_demo_runs_end_to_end_and_reports_the_class_change(tmp_path):
         assert pixels.shape[0] > 200 and pixels.shape[1] > 300 and pixels.std() > 10, name
     text = (tmp_path / "demo" / "report.txt").read_text()
     assert "mIoU after switching to synonyms" in text and "automobile" in text
+    summary = report["summary"]
+    assert set(summary) == SUMMARY_KEYS and summary["frames"] == 4 and summary["dropped"] == 0
+    assert summary["trained_names_miou"] == first["miou"] and summary["synonyms_miou"] == second["miou"]
+    assert summary["student_teacher_ratio"] == pytest.approx(summary["student_miou"] / summary["teacher_miou"])
+    assert 0 < summary["teacher_miou"] < 1
+    for line in ("student mIoU", "teacher mIoU", "student / teacher", "frames 4, dropped 0"):
+        assert line in text, line
     assert json.loads((tmp_path / "demo" / "report.json").read_text())["class_change"]["frame"] == 2
     # A second run reuses the cached checkpoint instead of training again.
-    assert run_demo(tmp_path / "again", MINIATURE, tmp_path / "cache")["checkpoint"] == report["checkpoint"]
+    assert run_demo(tmp_path / "again", config, tmp_path / "cache")["checkpoint"] == report["checkpoint"]

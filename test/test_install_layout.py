@@ -13,7 +13,7 @@ from ros_harness import ROOT
 
 PACKAGE = "clip2scene_ros"
 SOURCE_ITEMS = ("setup.py", "setup.cfg", "package.xml", "README.md", "LICENSE", "resource", "launch",
-                "config", "clip2scene_core", "clip2scene_ros")
+                "config", "models", "clip2scene_core", "clip2scene_ros")
 
 
 def copy_source(destination: Path) -> Path:
@@ -40,6 +40,8 @@ def check_ros_layout(prefix: Path) -> None:
     assert (share / "package.xml").is_file()
     assert (share / "launch" / "segment.launch.py").is_file()
     assert (share / "config" / "segment.yaml").is_file()
+    assert (share / "config" / "fastdds.xml").is_file(), "the large-cloud Fast DDS profile"
+    assert (share / "models" / "demo.pt").is_file(), "the demo network"
     assert sorted(p.name for p in (share / "config" / "classes").glob("*.yaml")) == sorted(
         p.name for p in (ROOT / "config" / "classes").glob("*.yaml")
     )

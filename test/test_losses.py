@@ -401,3 +401,35 @@ def test_vectorised_fusion_matches_a_loop_over_cells():
         expected += (1 - torch.sigmoid(torch.cosine_similarity(ps, fused[None], dim=1))).sum().item()
     loss = spatial_temporal_consistency_loss(x, p, t1, cells, lam=0.7)
     assert loss.item() == pytest.approx(expected / 50, rel=1e-10)
+
+
+@pytest.mark.parametrize("fusion", ["pixels_and_points", "points_only"])
+@pytest.mark.parametrize("stop_gradient", [False, True])
+def test_factored_head_outputs_give_the_dense_losses_and_gradients(fusion, stop_gradient):
+    """Pretraining passes the heads' outputs factored (p = W h + b): every loss and every gradient
+    (inputs, weight, bias) must equal those of the (M, D) tensor it stands for."""
+    from clip2scene_core.model.heads import ProjectedFeatures
+
+    generator = torch.Generator().manual_seed(0)
+    rows, width, dim, classes = 300, 6, 20, 5
+    pixels = torch.randn(rows, dim, dtype=torch.float64, generator=generator)
+    text = torch.randn(classes, dim, dtype=torch.float64, generator=generator)
+    labels = torch.randint(0, classes, (rows,), generator=generator)
+    cells = torch.randint(0, 40, (rows,), generator=generator)
+    values = [torch.randn(shape, dtype=torch.float64, generator=generator) for shape in ((rows, width), (dim, width), (dim,))]
+    objectives = {
+        "Eq. 2-4": lambda p: spatial_temporal_consistency_loss(pixels, p, text[labels], cells, 0.2, stop_gradient, fusion),
+        "Eq. 1": lambda p: semantic_consistency_loss(p, text, labels),
+        "ce": lambda p: semantic_cross_entropy_loss(p, text, labels, 0.5),
+        "logits": lambda p: cosine_logits(p, text, 0.5).square().sum(),
+    }
+    for name, objective in objectives.items():
+        results = []
+        for factored in (False, True):
+            h, weight, bias = (value.clone().requires_grad_() for value in values)
+            features = ProjectedFeatures(h, weight, bias) if factored else torch.nn.functional.linear(h, weight, bias)
+            loss = objective(features)
+            loss.backward()
+            results.append((loss.detach(), h.grad, weight.grad, bias.grad))
+        for dense, factored in zip(*results):
+            torch.testing.assert_close(factored, dense, rtol=1e-9, atol=1e-12, msg=name)

@@ -74,6 +74,7 @@ for file in "$ROOT"/launch/*.py; do
   link "$file" "$VENV/share/clip2scene_ros/launch/$(basename "$file")"
 done
 link "$ROOT/config" "$VENV/share/clip2scene_ros/config"
+link "$ROOT/models" "$VENV/share/clip2scene_ros/models"
 link "$VENV/bin/clip2scene_segment" "$VENV/lib/clip2scene_ros/clip2scene_segment"
 
 # ros2 launch / run / param / topic: upstream wheels, installed once per version of that folder.

@@ -19,7 +19,7 @@ From a view's true per-pixel labels it emits a corrupted class map (``Camera.tea
 and (4) feature noise, applied later in whichever text space training uses, by
 ``simulated_pixel_features``: x = normalise(t_c + sigma * n), n ~ N(0, I / D).
 
-All knobs live in ``TeacherConfig``; the defaults give about 55 % pixel accuracy and about 45 % at the
+All knobs live in ``TeacherConfig``; the defaults give about 43 % pixel accuracy, and as much at the
 LiDAR points the cameras see (see ``test/test_synthetic.py`` and ``bench/synthetic.py``).
 """
 from __future__ import annotations

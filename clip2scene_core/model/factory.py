@@ -62,7 +62,7 @@ class SceneNetwork(nn.Module):
 
     forward(SparseTensor (V, in_channels) at stride 1) -> dict with ``semantic`` (V, D),
     ``consistency`` (V, D) (unnormalised) and ``features`` (V, F) backbone features, rows in the
-    input's voxel order. ``config`` is the resolved config dict to store in checkpoints.
+    input's voxel order (or the heads at chosen rows, factored: see ``forward``). ``config`` is the resolved config dict to store in checkpoints.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -74,14 +74,16 @@ class SceneNetwork(nn.Module):
                                  self.config["blocks_per_stage"], backend)
         self.heads = ProjectionHeads(self.backbone.out_channels, self.config["text_dim"])
 
-    def forward(self, x: SparseTensor, rows: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-        """rows: optional (R,) int64 voxel rows; the heads then run on those rows only and return
-        (R, D). Pretraining needs the D-dimensional (384-512) embeddings only at paired points, and
-        on every voxel they cost more time and memory than the whole backbone."""
+    def forward(self, x: SparseTensor, rows: Optional[torch.Tensor] = None) -> dict[str, Any]:
+        """rows: optional (R,) int64 voxel rows; the heads are then evaluated there only and kept
+        factored (``heads.ProjectedFeatures`` standing for (R, D)). Pretraining needs the D-dimensional
+        (384-512) embeddings only at paired points, and formed on every voxel they cost more time and
+        memory than the whole backbone."""
         if x.num_channels != self.config["in_channels"]:
             raise ValueError(f"model expects {self.config['in_channels']} input channels, got {x.num_channels}")
         features = self.backbone(x).feats
-        return {**self.heads(features if rows is None else features.index_select(0, rows)), "features": features}
+        heads = self.heads(features) if rows is None else self.heads.projected(features.index_select(0, rows))
+        return {**heads, "features": features}
 
 
 def build_model(config: Mapping[str, Any]) -> SceneNetwork:

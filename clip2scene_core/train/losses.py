@@ -7,17 +7,21 @@ point-pixel *pairs*: row ``i`` of every ``(M, ...)`` input belongs to the same p
 Class indices here are rows of the text matrix, ``0..C-1`` (the dataset label ``c`` is index ``c - 1``,
 see ``clip2scene_core/frame.py``). Losses are computed in at least float32 (half inputs from fp16
 autocast are promoted; float64 stays float64), so they stay stable; every function is pure torch and runs
-on any device.
+on any device. Point features may be an (M, D) tensor or a linear head's output kept factored
+(``model.heads.ProjectedFeatures``, as pretraining passes them): the same values, at a fraction of the
+cost, since the losses only need scalar products and norms of the points.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from clip2scene_core.model.heads import ProjectedFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +31,11 @@ REDUCTIONS = ("sum", "mean")
 FUSIONS = ("pixels_and_points", "points_only")
 
 
-def _check_features(name: str, features: Tensor, dim: Optional[int] = None) -> None:
-    if not isinstance(features, Tensor) or features.ndim != 2:
+Features = Union[Tensor, ProjectedFeatures]
+
+
+def _check_features(name: str, features: Features, dim: Optional[int] = None) -> None:
+    if not isinstance(features, (Tensor, ProjectedFeatures)) or features.ndim != 2:
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
         raise ValueError(f"{name} must be a 2-D tensor (rows, dim), got {shape}")
     if dim is not None and features.shape[1] != dim:
@@ -56,14 +63,28 @@ def _check_class_indices(name: str, labels: Tensor, rows: int, num_classes: int)
         )
 
 
-def _promote(values: Tensor) -> Tensor:
+def _promote(values: Features) -> Features:
     """At least float32 (half inputs from autocast are promoted; float64 stays float64)."""
-    return values if values.dtype == torch.float64 else values.float()
+    return values if values.dtype == torch.float64 else values.to(torch.float32)
 
 
-def _inverse_norms(values: Tensor) -> Tensor:
+def _inverse_norms(values: Features) -> Tensor:
     """(M,) ``1 / ||v_i||`` of the rows of ``values`` (M, D), guarded against zero rows."""
+    if isinstance(values, ProjectedFeatures):
+        return values.squared_norms().clamp_min(1e-24).rsqrt()
     return 1.0 / torch.linalg.vector_norm(values, dim=1).clamp_min(1e-12)
+
+
+def _products(features: Features, other: Tensor) -> Tensor:
+    """(M, K) scalar products of the rows of ``features`` (M, D) with those of ``other`` (K, D)."""
+    return features.matmul_t(other) if isinstance(features, ProjectedFeatures) else features @ other.T
+
+
+def _zero_loss(values: Features) -> Tensor:
+    """A scalar 0 that keeps the graph (and dtype) of ``values``: the loss of an empty batch."""
+    if isinstance(values, ProjectedFeatures):
+        return (values.inputs.sum() + values.weight.sum() + values.bias.sum()) * 0.0
+    return _promote(values).sum() * 0.0
 
 
 def _row_cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -92,7 +113,7 @@ def cosine_logits(features: Tensor, text: Tensor, temperature: float = 1.0) -> T
     features = _promote(features)
     text = F.normalize(_promote(text), dim=1)
     # As in _row_cosine: divide the (M, C) products rather than normalise the (M, D) features.
-    return features @ text.T * (_inverse_norms(features).unsqueeze(1) / temperature)
+    return _products(features, text) * (_inverse_norms(features).unsqueeze(1) / temperature)
 
 
 def pseudo_labels(features: Tensor, text: Tensor) -> Tensor:
@@ -151,7 +172,7 @@ def semantic_consistency_loss(
     # -inf: that would make the backward pass NaN even for columns that are later discarded.
     logits, positive = logits[:, keep], positive[:, keep]
     if logits.shape[1] == 0:
-        return _promote(point_features).sum() * 0.0
+        return _zero_loss(point_features)
     log_numerator = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=0)
     if denominator == "negatives":
         log_denominator = torch.logsumexp(logits.masked_fill(positive, float("-inf")), dim=0)
@@ -183,8 +204,8 @@ def semantic_cross_entropy_loss(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     _check_class_indices("targets", targets, point_features.shape[0], text.shape[0])
     if point_features.shape[0] == 0:
-        return _promote(point_features).sum() * 0.0
-    logits = _promote(point_features) @ F.normalize(_promote(text), dim=1).T / temperature
+        return _zero_loss(point_features)
+    logits = _products(_promote(point_features), F.normalize(_promote(text), dim=1)) / temperature
     return F.cross_entropy(logits, targets.long())
 
 
@@ -308,16 +329,86 @@ def spatial_temporal_consistency_loss(
     Returns:
         Scalar loss (0 when M = 0).
     """
+    if isinstance(point_features, ProjectedFeatures):
+        return _projected_consistency_loss(pixel_features, point_features, pseudo_text, cell_ids, lam,
+                                           stop_gradient, fusion)
     fused, cell_index = fuse_cell_features(
         pixel_features, point_features, pseudo_text, cell_ids, lam=lam, fusion=fusion
     )
     if cell_index.numel() == 0:
-        return _promote(point_features).sum() * 0.0
+        return _zero_loss(point_features)
     if stop_gradient:
         fused = fused.detach()
     # index_select, not fused[cell_index]: its backward is an index_add, much faster on CPU than the
     # accumulating index_put of advanced indexing.
     similarity = _row_cosine(_promote(point_features), fused.index_select(0, cell_index))
+    return (1.0 - torch.sigmoid(similarity)).mean()
+
+
+def _projected_consistency_loss(pixel_features: Tensor, points: ProjectedFeatures, pseudo_text: Tensor,
+                                cell_ids: Tensor, lam: float, stop_gradient: bool, fusion: str) -> Tensor:
+    """Eq. 2-4 exactly as :func:`spatial_temporal_consistency_loss`, for point features ``p = W~ h~``
+    kept factored: nothing of size (M, D) carries a gradient.
+
+    Eq. 2 needs only the direction of ``f_n``: with the cell's joint softmax written ``e_i / Z_n``,
+    ``Z_n f_n = G_n + W~ Q_n``, where ``G_n = sum_pixels e_i x_i / ||x_i||`` is constant (the pixels
+    carry no gradient) and ``Q_n = sum_points e_i h~_i / ||p_i||`` lives in F + 1 dimensions. Then
+    ``p_i . f_n`` and ``||f_n||^2`` follow from ``W~^T G_n``, ``W~^T W~`` and ``Q_n`` alone.
+    """
+    _check_choice("fusion", fusion, FUSIONS)
+    _check_features("pixel_features", pixel_features)
+    rows, dim = points.shape
+    for name, value in (("pixel_features", pixel_features), ("pseudo_text", pseudo_text)):
+        _check_features(name, value, dim)
+        if value.shape[0] != rows:
+            raise ValueError(f"{name} must have {rows} rows like point_features, got {value.shape[0]}")
+    _check_rows("cell_ids", cell_ids, rows)
+    if lam <= 0:
+        raise ValueError(f"lam must be > 0, got {lam}")
+    if rows == 0:
+        return _zero_loss(points)
+    points = _promote(points)
+    h, w = points.augmented()
+    gram = w.T @ w
+    cell_index = torch.unique(cell_ids, return_inverse=True)[1]
+    num_cells = int(cell_index.max()) + 1
+    t = _promote(pseudo_text)
+    inverse_p = _inverse_norms(points)
+    point_scores = (h * (t @ w)).sum(dim=1) * inverse_p * _inverse_norms(t) / lam
+    scores = point_scores
+    if fusion == "pixels_and_points":
+        x = _promote(pixel_features)
+        pixel_scores = _row_cosine(x, t) / lam
+        scores = torch.cat([pixel_scores, point_scores])
+    # The joint softmax of Eq. 3 as e_i / Z_n, e_i shifted by the (constant) cell maximum for
+    # stability; Z_n > 0 scales f_n only, and Eq. 2 takes its cosine, so Z_n is never needed.
+    segments = cell_index.repeat(len(scores) // rows)
+    peak = torch.full((num_cells,), float("-inf"), dtype=scores.dtype, device=scores.device)
+    peak = peak.scatter_reduce(0, segments, scores.detach(), reduce="amax", include_self=True)
+    exps = torch.exp(scores - peak[segments])
+    point_exps = exps[-rows:]
+    pooled = torch.zeros(num_cells, h.shape[1], dtype=h.dtype, device=h.device)
+    pooled = pooled.index_add(0, cell_index, (point_exps * inverse_p).unsqueeze(1) * h)  # Q_n
+    if fusion == "pixels_and_points":
+        with torch.no_grad():
+            pixel_sum = torch.zeros(num_cells, dim, dtype=x.dtype, device=x.device)
+            pixel_sum.index_add_(0, cell_index, (exps[:rows] * _inverse_norms(x)).unsqueeze(1) * x)  # G_n
+        pixel_in_h = pixel_sum @ w  # W~^T G_n
+        pixel_square = (pixel_sum * pixel_sum).sum(dim=1)
+    else:
+        pixel_in_h = pooled.new_zeros(pooled.shape)
+        pixel_square = pooled.new_zeros(num_cells)
+    if stop_gradient:
+        # f_n is a constant target: only p_i . f_n keeps the gradient through p.
+        pooled, fixed_w = pooled.detach(), w.detach()
+        fused_in_h = pixel_in_h + pooled @ (fixed_w.T @ w)  # W~^T (Z_n f_n)
+        with torch.no_grad():
+            square = pixel_square + 2 * (pixel_in_h * pooled).sum(dim=1) + ((pooled @ gram) * pooled).sum(dim=1)
+    else:
+        fused_in_h = pixel_in_h + pooled @ gram
+        square = pixel_square + 2 * (pixel_in_h * pooled).sum(dim=1) + ((pooled @ gram) * pooled).sum(dim=1)
+    similarity = (h * fused_in_h.index_select(0, cell_index)).sum(dim=1) * inverse_p \
+        * square.clamp_min(1e-24).rsqrt().index_select(0, cell_index)
     return (1.0 - torch.sigmoid(similarity)).mean()
 
 
