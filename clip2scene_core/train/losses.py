@@ -243,6 +243,22 @@ def _segment_softmax(scores: Tensor, segments: Tensor, num_segments: int) -> Ten
     return weights / total[segments]
 
 
+def _check_consistency_inputs(pixel_features: Tensor, point_features: Features, pseudo_text: Tensor,
+                              cell_ids: Tensor, lam: float, fusion: str) -> tuple[int, int]:
+    """Validate the inputs of Eq. 2-4; returns (rows M, dimension D)."""
+    _check_choice("fusion", fusion, FUSIONS)
+    _check_features("pixel_features", pixel_features)
+    rows, dim = pixel_features.shape
+    for name, value in (("point_features", point_features), ("pseudo_text", pseudo_text)):
+        _check_features(name, value, dim)
+        if value.shape[0] != rows:
+            raise ValueError(f"{name} must have {rows} rows like pixel_features, got {value.shape[0]}")
+    _check_rows("cell_ids", cell_ids, rows)
+    if lam <= 0:
+        raise ValueError(f"lam must be > 0, got {lam}")
+    return rows, dim
+
+
 def fuse_cell_features(
     pixel_features: Tensor,
     point_features: Tensor,
@@ -269,17 +285,7 @@ def fuse_cell_features(
         ``(fused, cell_index)``: (num_cells, D) fused features ``f_n``, one row per distinct
         cell id in ascending id order, and (M,) int64 row of ``fused`` for each pair.
     """
-    _check_choice("fusion", fusion, FUSIONS)
-    _check_features("pixel_features", pixel_features)
-    dim = pixel_features.shape[1]
-    rows = pixel_features.shape[0]
-    for name, value in (("point_features", point_features), ("pseudo_text", pseudo_text)):
-        _check_features(name, value, dim)
-        if value.shape[0] != rows:
-            raise ValueError(f"{name} must have {rows} rows like pixel_features, got {value.shape[0]}")
-    _check_rows("cell_ids", cell_ids, rows)
-    if lam <= 0:
-        raise ValueError(f"lam must be > 0, got {lam}")
+    rows, dim = _check_consistency_inputs(pixel_features, point_features, pseudo_text, cell_ids, lam, fusion)
     cell_index = torch.unique(cell_ids, return_inverse=True)[1]
     num_cells = int(cell_index.max()) + 1 if rows else 0
     p, t = _promote(point_features), _promote(pseudo_text)
@@ -355,16 +361,7 @@ def _projected_consistency_loss(pixel_features: Tensor, points: ProjectedFeature
     carry no gradient) and ``Q_n = sum_points e_i h~_i / ||p_i||`` lives in F + 1 dimensions. Then
     ``p_i . f_n`` and ``||f_n||^2`` follow from ``W~^T G_n``, ``W~^T W~`` and ``Q_n`` alone.
     """
-    _check_choice("fusion", fusion, FUSIONS)
-    _check_features("pixel_features", pixel_features)
-    rows, dim = points.shape
-    for name, value in (("pixel_features", pixel_features), ("pseudo_text", pseudo_text)):
-        _check_features(name, value, dim)
-        if value.shape[0] != rows:
-            raise ValueError(f"{name} must have {rows} rows like point_features, got {value.shape[0]}")
-    _check_rows("cell_ids", cell_ids, rows)
-    if lam <= 0:
-        raise ValueError(f"lam must be > 0, got {lam}")
+    rows, dim = _check_consistency_inputs(pixel_features, points, pseudo_text, cell_ids, lam, fusion)
     if rows == 0:
         return _zero_loss(points)
     points = _promote(points)
