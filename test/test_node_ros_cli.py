@@ -135,9 +135,13 @@ def test_ros2_launch_with_a_namespace_param_set_and_a_labelled_cloud(ros2, tiny_
             client.wait_until_connected(launch)
             from rclpy.qos import ReliabilityPolicy
 
-            endpoints = client.node.get_subscriptions_info_by_topic("/robot1/points")
-            assert [e.qos_profile.reliability for e in endpoints if e.node_name == "clip2scene_segment"] \
-                == [ReliabilityPolicy.RELIABLE], "qos_overrides did not reach the subscription"
+            # The graph cache can lag behind matching: poll for the node's subscription endpoint.
+            deadline, reliabilities = time.monotonic() + 10.0, []
+            while not reliabilities and time.monotonic() < deadline:
+                endpoints = client.node.get_subscriptions_info_by_topic("/robot1/points")
+                reliabilities = [e.qos_profile.reliability for e in endpoints if e.node_name == "clip2scene_segment"]
+                time.sleep(0.1)
+            assert reliabilities == [ReliabilityPolicy.RELIABLE], "qos_overrides did not reach the subscription"
             check_labelled_cloud(client, ["car", "road", "tree"])
         finally:
             client.close()
