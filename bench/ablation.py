@@ -21,7 +21,7 @@ Also printed: the teacher's per-class confusions at the projected val points, an
 the same checkpoints scored with the class embeddings mean-centred before the argmax (a common
 zero-shot calibration), at a short budget (``--short-epochs``, full objective) and at convergence.
 
-    .venv/bin/python bench/ablation.py                  # ~45 min on 2 CPU cores (rows run 2 at a time)
+    .venv/bin/python bench/ablation.py                  # ~40 min on 2 CPU cores (runs go 2 at a time)
     .venv/bin/python bench/ablation.py --rows baseline full --epochs 4 --seeds 0 --short-epochs 0  # quick
 
 The dataset and text embeddings are written once under --out and reused by later runs.

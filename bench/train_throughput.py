@@ -8,7 +8,7 @@ the update all count. The earlier commit (``--baseline``, default ``HEAD``) runs
 ``git worktree`` on the same dataset, the same threads and the same config; runs alternate between the
 two trees so machine noise hits both alike. Then prints where this tree's step time goes.
 
-    .venv/bin/python bench/train_throughput.py                    # ~6 min on 2 cores
+    .venv/bin/python bench/train_throughput.py --baseline ec22886   # ~3 min on 2 cores
     .venv/bin/python bench/train_throughput.py --baseline ec22886 --threads 1 --steps 20
 """
 from __future__ import annotations

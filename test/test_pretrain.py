@@ -48,7 +48,7 @@ def tiny_config(text_file: Path, out_dir: Path, **overrides) -> dict:
 @pytest.fixture(scope="module")
 def pretrained(text_file, tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("pretrain")
-    return pretrain(tiny_config(text_file, out_dir, **{"eval.enabled": True}))
+    return pretrain(tiny_config(text_file, out_dir, **{"eval.enabled": True, "eval.every_epochs": 1}))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,14 @@ class FakeTextEncoder:
 
     def encode(self, prompts):
         return torch.nn.functional.normalize(torch.ones(len(prompts), self.dim), dim=1)
+
+
+def test_pretraining_writes_its_val_learning_curve(pretrained):
+    curve = [json.loads(line) for line in (pretrained.parent / "val_curve.jsonl").read_text().splitlines()]
+    assert [(point["epoch"], point["step"]) for point in curve] == [(1, 2), (2, 4)]  # 2 frames, batch 1
+    metrics = load_checkpoint(pretrained)["metrics"]
+    assert curve[-1]["miou"] == metrics["miou"] and curve[-1]["camera_points_miou"] == metrics["camera_points_miou"]
+    assert all(0 <= point["miou"] <= 1 for point in curve)
 
 
 def test_evaluation_predicts_exactly_what_the_segmenter_does(pretrained, tiny_frames):

@@ -62,7 +62,8 @@ class SceneNetwork(nn.Module):
 
     forward(SparseTensor (V, in_channels) at stride 1) -> dict with ``semantic`` (V, D),
     ``consistency`` (V, D) (unnormalised) and ``features`` (V, F) backbone features, rows in the
-    input's voxel order (or the heads at chosen rows, factored: see ``forward``). ``config`` is the resolved config dict to store in checkpoints.
+    input's voxel order (or the heads at chosen rows, factored: see ``forward``). ``config`` is the
+    resolved config dict to store in checkpoints.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
