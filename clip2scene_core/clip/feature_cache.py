@@ -1,6 +1,6 @@
 """Precomputed MaskCLIP patch-grid features on disk, so pretraining epochs do not re-run CLIP.
 
-A ViT-B-16 dense pass costs ~60 GFLOP per 224x416 image (DESIGN.md section 4); on real datasets the
+A ViT-B-16 dense pass costs ~60 GFLOP per 224x416 image; on real datasets the
 features are computed once per image and stored as fp16 ``(D, h, w)`` patch grids (about 0.4 MB for
 512 x 14 x 26). Sampling the cached grid with :meth:`MaskCLIPTeacher.sample` gives the same pixel
 features as a live teacher, up to fp16 rounding.

@@ -1,7 +1,7 @@
 """Prompt templates, class vocabularies and class text embeddings (with an on-disk cache).
 
 A class embedding is the L2-normalised mean of the text embeddings of every template filled with every
-synonym of the class (CLIP's prompt ensembling; DESIGN.md section 4). Vocabularies live in
+synonym of the class (CLIP's prompt ensembling, Radford et al., 2021). Vocabularies live in
 ``config/classes/<dataset>.yaml``, classes in the dataset's label order (label ``c`` = entry ``c - 1``):
 
 ```yaml

@@ -3,7 +3,7 @@
 MaskCLIP (Zhou et al., ECCV 2022) keeps CLIP frozen and reads a dense feature per image patch: in the
 last visual transformer block the attention is replaced by its value path, so each patch token keeps
 its own content instead of being pooled towards the class token, and the result is mapped into the
-joint image-text space with CLIP's own ``ln_post`` and ``proj`` (DESIGN.md section 4). Point-pixel
+joint image-text space with CLIP's own ``ln_post`` and ``proj`` (MaskCLIP, Zhou et al., ECCV 2022). Point-pixel
 pairs then read the map with bilinear sampling (:meth:`MaskCLIPTeacher.sample`), which agrees exactly
 with the bilinearly upsampled map (:meth:`MaskCLIPTeacher.upsample`).
 
@@ -97,7 +97,7 @@ def value_path_attention(block: nn.Module, x: Tensor) -> Tensor:
 
 
 def maskclip_last_block(block: nn.Module, x: Tensor) -> Tensor:
-    """The last visual block with attention replaced by the value path (DESIGN.md section 4).
+    """The last visual block with attention replaced by the value path (MaskCLIP's key change).
 
     ``x + ls_1(out_proj(v(ln_1(x))))``, then the block's MLP branch ``+ ls_2(mlp(ln_2(.)))``.
     x: (B, L, C) tokens -> (B, L, C).

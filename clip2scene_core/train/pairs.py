@@ -134,7 +134,7 @@ class PixelTeacher(abc.ABC):
 
 
 class SimulatedTeacher(PixelTeacher):
-    """The synthetic world's simulated 2D teacher (DESIGN.md section 2).
+    """The synthetic world's simulated 2D teacher (``data/synthetic_teacher.py`` describes its errors).
 
     The world renders each camera's corrupted class map (region confusions, systematic bias, patch-grid
     boundary bleed) as ``Camera.teacher_labels``; here each pair's class becomes a feature

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule (DESIGN.md section 6).
+"""Optimiser and learning-rate schedule.
 
 The paper's public code trains with SGD (lr 0.1, momentum 0.9, dampening 0.1, weight decay 1e-4) and a
 cosine schedule; here the cosine runs per optimiser step, with an optional linear warmup.
