@@ -31,16 +31,19 @@ def miniature_config(folder) -> dict:
             "drive": {"seed": 7, "frames": 4, "rate": 1.0, "lock_step": True}}
 
 
-def test_shipped_demo_checkpoint_is_what_its_config_trains():
+def test_shipped_demo_checkpoint_is_what_its_config_trains(tmp_path):
     from clip2scene_core.model import restore_model
     from clip2scene_core.train.checkpoint import load_checkpoint
-    from clip2scene_ros.demo import demo_file, demo_pretrain_config, load_demo_config
+    from clip2scene_ros.demo import demo_checkpoint, demo_file, demo_pretrain_config, load_demo_config
 
     config = load_demo_config()
-    state = load_checkpoint(demo_file(config["checkpoint"]))
+    shipped = demo_file(config["checkpoint"])
+    state = load_checkpoint(shipped)
     assert state["extra"]["config"] == demo_pretrain_config(config)  # exactly what `clip2scene pretrain --config` records
     restore_model(state["model_config"], state["state_dict"])
     assert state["metrics"]["miou"] > 0
+    assert demo_checkpoint(config, tmp_path / "cache") == shipped  # the demo uses it without training
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.usefixtures("ros_env")
