@@ -97,5 +97,13 @@ setup(
             "clip2scene = clip2scene_core.cli:main",
             NODE_EXECUTABLE + " = clip2scene_ros.segment_node:main",
         ],
+        # The ROS-bound `clip2scene` subcommands (the CLI in clip2scene_core finds them here).
+        "clip2scene.commands": [
+            "demo = clip2scene_ros.commands.demo",
+            "export-bag = clip2scene_ros.commands.export_bag",
+            "evaluate-bag = clip2scene_ros.commands.evaluate_bag",
+        ],
+        # Where this package installs its class vocabularies (the ROS-free lookup reads the group).
+        "clip2scene.vocabulary_dirs": ["clip2scene_ros = clip2scene_ros.package_files:vocabulary_dirs"],
     },
 )

@@ -1,6 +1,8 @@
 """Files the package installs under ``share/clip2scene_ros/`` (or the checkout's copy beside them)."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 PACKAGE = "clip2scene_ros"
@@ -26,3 +28,11 @@ def package_file(*parts: str) -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"{'/'.join(parts)} not found (looked in {[str(p) for p in candidates]})")
+
+
+def vocabulary_dirs() -> list[Path]:
+    """The installed ``config/classes`` folders of this package: under this Python's prefix (pip)
+    and every ``AMENT_PREFIX_PATH`` entry (colcon). Registered in the ``clip2scene.vocabulary_dirs``
+    entry-point group, where the ROS-free class-vocabulary lookup finds it."""
+    prefixes = [sys.prefix] + [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return [Path(prefix) / "share" / PACKAGE / "config" / "classes" for prefix in prefixes]

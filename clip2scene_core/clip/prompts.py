@@ -17,9 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import sys
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -106,13 +105,18 @@ def as_class_prompt(item: Union[str, ClassPrompt]) -> ClassPrompt:
     return item if isinstance(item, ClassPrompt) else ClassPrompt(name=item)
 
 
+#: Entry-point group of functions returning further folders of vocabulary files (the installing
+#: package registers where it put ``config/classes``).
+VOCABULARY_DIRS_GROUP = "clip2scene.vocabulary_dirs"
+
+
 def builtin_vocabulary_dirs() -> list[Path]:
-    """Where ``config/classes`` is looked for: the source tree, then the installed share folder of
-    this Python's prefix (pip) and of every ``AMENT_PREFIX_PATH`` entry (colcon)."""
-    prefixes = [sys.prefix] + [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    return [Path(__file__).resolve().parents[2] / "config" / "classes"] + [
-        Path(prefix) / "share" / "clip2scene_ros" / "config" / "classes" for prefix in prefixes
-    ]
+    """Where ``config/classes`` is looked for: the source tree, then the folders that installed
+    packages register in the ``clip2scene.vocabulary_dirs`` entry-point group, in name order."""
+    folders = [Path(__file__).resolve().parents[2] / "config" / "classes"]
+    for point in sorted(entry_points(group=VOCABULARY_DIRS_GROUP), key=lambda point: point.name):
+        folders.extend(Path(folder) for folder in point.load()())
+    return folders
 
 
 def _vocabulary_path(source: Union[str, Path]) -> Path:

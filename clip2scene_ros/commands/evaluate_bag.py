@@ -17,10 +17,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from clip2scene_core.commands.export_bag import split_assignment
+from clip2scene_ros.commands.export_bag import split_assignment
 
 LOGGER = logging.getLogger("clip2scene.evaluate_bag")
 
+
+#: One-line help of the subcommand in ``clip2scene --help``.
+HELP = "score the segmentation node on a bag (live replay or offline)"
 
 def class_change(text: str) -> tuple[int, tuple[str, ...]]:
     """``"FRAME:name,name,..."`` -> ``(FRAME, names)`` (argparse type of ``--set-classes``)."""

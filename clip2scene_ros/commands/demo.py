@@ -1,9 +1,12 @@
-"""``clip2scene demo``: the whole system on the embedded synthetic default (see clip2scene_ros/demo.py)."""
+"""``clip2scene demo``: the whole system on the embedded synthetic default (see ``clip2scene_ros.demo``)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+
+#: One-line help of the subcommand in ``clip2scene --help``.
+HELP = "train, record, replay through the ROS 2 node and report, on the synthetic world"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="report and pictures folder")

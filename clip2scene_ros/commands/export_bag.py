@@ -11,6 +11,9 @@ from typing import Any
 import yaml
 
 
+#: One-line help of the subcommand in ``clip2scene --help``.
+HELP = "write a dataset (synthetic by default) to a rosbag2"
+
 def split_assignment(text: str, what: str) -> tuple[str, str]:
     """``"KEY=VALUE"`` -> ``(KEY, VALUE)``, stripped; ValueError naming ``what`` when malformed."""
     key, separator, value = text.partition("=")
