@@ -34,7 +34,7 @@ SCENARIO = textwrap.dedent('''
         print("SAVED-ON-FULL-DISK")
     except AtomicWriteError as error:
         print("FULL:", error)
-    print("INTACT:", torch.equal(torch.load(folder / "last.pt")["weights"], torch.zeros(1000)))
+    print("INTACT:", torch.equal(torch.load(folder / "last.pt", weights_only=True)["weights"], torch.zeros(1000)))
     print("LEFTOVERS:", sorted(p.name for p in folder.glob(".*tmp")))
 
     def train(extra=()):
