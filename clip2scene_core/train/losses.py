@@ -365,8 +365,8 @@ def _projected_consistency_loss(pixel_features: Tensor, points: ProjectedFeature
     if rows == 0:
         return _zero_loss(points)
     points = _promote(points)
-    h, w = points.augmented()
-    gram = w.T @ w
+    h, w = points.augmented
+    gram = points.gram
     cell_index = torch.unique(cell_ids, return_inverse=True)[1]
     num_cells = int(cell_index.max()) + 1
     t = _promote(pseudo_text)
