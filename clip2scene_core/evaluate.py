@@ -168,11 +168,11 @@ class ConfusionMatrix:
         iou = self.iou().tolist()
         present = self.present().tolist()
         return {
-            "miou": _json_float(self.miou()),
-            "accuracy": _json_float(self.accuracy()),
+            "miou": json_number(self.miou()),
+            "accuracy": json_number(self.accuracy()),
             "per_class": {
                 name: {
-                    "iou": _json_float(iou[c]),
+                    "iou": json_number(iou[c]),
                     "present": present[c],
                     "tp": tp[c], "fp": fp[c], "fn": fn[c],
                 }
@@ -262,7 +262,8 @@ def _percent(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.1f}"
 
 
-def _json_float(value: float) -> Optional[float]:
+def json_number(value: float) -> Optional[float]:
+    """A metric for JSON: NaN (an undefined mIoU or IoU) becomes None, anything else a float."""
     return None if math.isnan(value) else float(value)
 
 

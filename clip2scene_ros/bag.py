@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import struct
 import sys
@@ -55,7 +54,7 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
-from clip2scene_core.evaluate import ConfusionMatrix
+from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
 from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, cloud_to_xyz, dtype_to_fields,
                                         make_cloud_array, stamp_to_ns)
@@ -673,12 +672,8 @@ def _number(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _json_number(value: float) -> Optional[float]:
-    return None if math.isnan(value) else float(value)
-
-
 def _percentile(values: np.ndarray, q: float) -> Optional[float]:
-    return _json_number(float(np.percentile(values, q))) if len(values) else None
+    return json_number(float(np.percentile(values, q))) if len(values) else None
 
 
 def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
@@ -742,11 +737,11 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
         "dropped_frames": dropped,
         "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
                        "count": int(len(latencies))},
-        "miou": _json_number(overall.miou()),
+        "miou": json_number(overall.miou()),
         "overall": overall.to_dict(names),
         "segments": [
             {"first_frame": start, "last_frame": end - 1, "class_lists": [list(c) for c in lists],
-             "miou": _json_number(matrix.miou()), "metrics": matrix.to_dict(names)}
+             "miou": json_number(matrix.miou()), "metrics": matrix.to_dict(names)}
             for (start, end, matrix), lists in zip(segments, class_lists)
         ],
         "mapping": dict(mapping or {}),

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
-from clip2scene_core.evaluate import ConfusionMatrix
+from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
 
 LOGGER = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     (_, _, before), (_, _, after) = live.segments[0], live.segments[-1]
     pictures["iou"] = after.save_iou_bars_png(out_dir / "iou_per_class.png", SYNTHETIC_CLASSES, compare=before,
                                               run_names=("trained names", "synonyms"))
-    student_miou, teacher_miou = _number(student_in_view.miou()), _number(teacher_in_view.miou())
+    student_miou, teacher_miou = json_number(student_in_view.miou()), json_number(teacher_in_view.miou())
     report = {
         "summary": {
             "student_miou": student_miou,
@@ -236,10 +236,6 @@ def in_view_comparison(frames, predicted: list[Optional[np.ndarray]], teacher, t
             student.update(labels[points], frame.labels[points])
             teacher_matrix.update(pseudo, frame.labels[points])
     return student, teacher_matrix, teacher_labels
-
-
-def _number(value: float) -> Optional[float]:
-    return None if np.isnan(value) else float(value)
 
 
 def labels_agreement(live, offline) -> Optional[float]:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from clip2scene_core.clip.prompts import ClassPrompt
-from clip2scene_core.evaluate import ConfusionMatrix
+from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
 from clip2scene_core.inputs import frame_features, sparse_input
 from clip2scene_core.model import restore_model
@@ -92,12 +92,8 @@ class EvaluationResult:
             "miou": summary["miou"],
             "accuracy": summary["accuracy"],
             "per_class_iou": {name: entry["iou"] for name, entry in summary["per_class"].items()},
-            "camera_points_miou": _none_if_nan(self.camera_points.miou()),
+            "camera_points_miou": json_number(self.camera_points.miou()),
         }
-
-
-def _none_if_nan(value: float) -> Optional[float]:
-    return None if np.isnan(value) else float(value)
 
 
 def _require_labels(frame: Frame, index: int) -> np.ndarray:
@@ -265,7 +261,7 @@ def evaluate_checkpoint(config: Optional[Mapping[str, Any]] = None) -> dict[str,
             raise ValueError("teacher_baseline needs the synthetic world (its simulated teacher)")
         text, _ = checkpoint_class_vectors(checkpoint, classes, "annotation-free", cfg["text"])
         teacher = SimulatedTeacher(text, world.teacher.feature_noise_sigma)
-        teacher_miou = _none_if_nan(evaluate_teacher(split.frames, teacher, text).miou())
+        teacher_miou = json_number(evaluate_teacher(split.frames, teacher, text).miou())
     title = f"{cfg['checkpoint']} ({mode}) on {data['kind']} {cfg['split']}: {len(split.frames)} frames"
     paths = write_report(result.all_points, names, cfg["out_dir"], title,
                          {"mode": mode, "camera_points_miou": metrics["camera_points_miou"],
