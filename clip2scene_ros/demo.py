@@ -17,19 +17,18 @@ import logging
 import os
 import random
 import shutil
-import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import yaml
 
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
-from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
+from clip2scene_core.evaluate import ConfusionMatrix, json_number
+from clip2scene_ros.package_files import package_file
 
 LOGGER = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[1]
 
 #: What the operator types half way through: a synonym for every trained class name, in the same
 #: order (each stays nearest its class in the MiniLM text space).
@@ -40,25 +39,17 @@ SYNONYMS = {
 }
 
 
-def demo_file(relative: Union[str, Path]) -> Path:
-    """A file of the demo (``config/...``, ``models/...``) from the checkout or the installed share
-    folder; an absolute path is returned as it is."""
-    relative = Path(relative)
-    candidates = [relative] if relative.is_absolute() else [
-        ROOT / relative, Path(sys.prefix) / "share" / "clip2scene_ros" / relative]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"demo file {relative} not found in {' or '.join(str(c) for c in candidates)}")
-
-
 def load_demo_config(path: Optional[Path] = None) -> dict[str, Any]:
-    """The demo YAML (default ``config/demo.yaml``), its ``pretrain_config`` resolved to a path."""
-    path = Path(path) if path is not None else demo_file("config/demo.yaml")
+    """The demo YAML (default: the package's ``config/demo.yaml``), with ``pretrain_config`` (relative
+    to the YAML) and ``checkpoint`` (relative to the package's files) resolved to paths."""
+    path = Path(path) if path is not None else package_file("config", "demo.yaml")
     with open(path, encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     pretrain_file = Path(config["pretrain_config"])
     config["pretrain_config"] = str(pretrain_file if pretrain_file.is_absolute() else path.parent / pretrain_file)
+    checkpoint = config.get("checkpoint")
+    if checkpoint and not Path(checkpoint).is_absolute():
+        config["checkpoint"] = str(package_file(*Path(checkpoint).parts))
     return config
 
 
@@ -75,16 +66,17 @@ def training_identity(pretrain_config: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in pretrain_config.items() if key not in ("out_dir", "resume")}
 
 
-def demo_checkpoint(config: Mapping[str, Any], cache_dir: Path, retrain: bool = False) -> Path:
-    """The shipped checkpoint when it was trained with the demo's pretraining config (and no
-    ``retrain``); else a checkpoint trained with that config, cached in ``cache_dir`` by config."""
+def demo_checkpoint(config: Mapping[str, Any], pretrain_config: Mapping[str, Any], cache_dir: Path,
+                    retrain: bool = False) -> Path:
+    """The shipped checkpoint when it was trained with ``pretrain_config`` (the demo's, from
+    :func:`demo_pretrain_config`) and no ``retrain``; else one trained with it, cached in
+    ``cache_dir`` by config."""
     from clip2scene_core.train.checkpoint import load_checkpoint
     from clip2scene_core.train.pretrain import pretrain
 
-    pretrain_config = demo_pretrain_config(config)
     identity = training_identity(pretrain_config)
     if config.get("checkpoint") and not retrain:
-        shipped = demo_file(config["checkpoint"])
+        shipped = Path(config["checkpoint"])
         if training_identity(load_checkpoint(shipped)["extra"]["config"]) == identity:
             LOGGER.info("using the shipped demo checkpoint %s (retrain with --retrain)", shipped)
             return shipped
@@ -123,8 +115,9 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    checkpoint = demo_checkpoint(config, cache_dir, retrain)
-    world = demo_pretrain_config(config)["data"]["options"].get("config") or {}
+    pretrain_config = demo_pretrain_config(config)
+    checkpoint = demo_checkpoint(config, pretrain_config, cache_dir, retrain)
+    world = pretrain_config["data"]["options"].get("config") or {}
 
     drive = config["drive"]
     frames = SyntheticDataset(seed=drive["seed"], num_scenes=1, frames_per_scene=drive["frames"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,15 +35,16 @@ def miniature_config(folder) -> dict:
 def test_shipped_demo_checkpoint_is_what_its_config_trains(tmp_path):
     from clip2scene_core.model import restore_model
     from clip2scene_core.train.checkpoint import load_checkpoint
-    from clip2scene_ros.demo import demo_checkpoint, demo_file, demo_pretrain_config, load_demo_config
+    from clip2scene_ros.demo import demo_checkpoint, demo_pretrain_config, load_demo_config
 
     config = load_demo_config()
-    shipped = demo_file(config["checkpoint"])
+    shipped = Path(config["checkpoint"])
     state = load_checkpoint(shipped)
-    assert state["extra"]["config"] == demo_pretrain_config(config)  # exactly what `clip2scene pretrain --config` records
+    pretrain_config = demo_pretrain_config(config)
+    assert state["extra"]["config"] == pretrain_config  # exactly what `clip2scene pretrain --config` records
     restore_model(state["model_config"], state["state_dict"])
     assert state["metrics"]["miou"] > 0
-    assert demo_checkpoint(config, tmp_path / "cache") == shipped  # the demo uses it without training
+    assert demo_checkpoint(config, pretrain_config, tmp_path / "cache") == shipped  # used without training
     assert not (tmp_path / "cache").exists()
 
 
