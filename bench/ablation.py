@@ -138,16 +138,14 @@ def run_row(config: dict) -> dict:
             "miou": curve[-1]["miou"], "camera_miou": curve[-1]["camera_points_miou"]}
 
 
-def centred_miou(checkpoint: str, frames, text: torch.Tensor) -> tuple[float, float]:
-    """(raw, centred) mIoU on the camera-visible val points: the checkpoint scored with its class
-    embeddings as trained and with their mean subtracted before the argmax."""
+def centred_miou(checkpoint: str, frames, text: torch.Tensor) -> float:
+    """mIoU on the camera-visible val points of the checkpoint scored with its class embeddings'
+    mean subtracted before the argmax (as trained, the run's own final curve point says it)."""
     state = torch.load(checkpoint, weights_only=True)
     model = restore_model(state["model_config"], state["state_dict"])
-    scores = []
-    for weights in (text, text - text.mean(dim=0, keepdim=True)):
-        result = evaluate_model(model, frames, weights, state["input_features"], state["voxel_size"], progress=False)
-        scores.append(result.camera_points.miou())
-    return scores[0], scores[1]
+    centred = text - text.mean(dim=0, keepdim=True)
+    result = evaluate_model(model, frames, centred, state["input_features"], state["voxel_size"], progress=False)
+    return result.camera_points.miou()
 
 
 def mean_spread(values: list[float]) -> str:
@@ -245,7 +243,8 @@ def main() -> None:
     budgets += [(row, "converged", row) for row in rows]
     print("\ncalibration A/B: class embeddings as trained vs mean-centred before the argmax, mIoU % in view")
     for row, budget, key in budgets:
-        pairs = [centred_miou(results[(key, seed)]["checkpoint"], val.frames, text) for seed in args.seeds]
+        runs = [results[(key, seed)] for seed in args.seeds]
+        pairs = [(run["camera_miou"], centred_miou(run["checkpoint"], val.frames, text)) for run in runs]
         ab[f"{row}, {budget}"] = pairs
         print(f"  {row:<10} {budget:<20} raw {mean_spread([a for a, _ in pairs])}   "
               f"centred {mean_spread([b for _, b in pairs])}")
