@@ -278,8 +278,8 @@ def _new_figure(size: tuple[float, float]):
 
 
 def _save_figure(figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    from clip2scene_core.visualize import save_figure
+
+    path = save_figure(figure, path, dpi=120)
     logger.info("wrote %s", path)
     return path

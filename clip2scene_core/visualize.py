@@ -33,6 +33,14 @@ PALETTE = np.array(
 ) / 255.0
 
 
+def save_figure(figure: Figure, path: Union[str, Path], dpi: int) -> Path:
+    """Write ``figure`` to a PNG at ``path``, creating its parent folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
 def label_colors(labels: np.ndarray) -> np.ndarray:
     """Fixed colour of each label: labels (N,) int (0 = ignore) -> (N, 3) float RGB in [0, 1]."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -171,11 +179,8 @@ def save_frame_png(
     dpi: int = 80,
 ) -> Path:
     """Write :func:`frame_figure` of ``frame`` to a PNG at ``path`` (parent folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = frame_figure(frame, labels, class_names, max_cameras, title=frame.frame_id or None)
-    figure.savefig(path, dpi=dpi)
-    return path
+    return save_figure(frame_figure(frame, labels, class_names, max_cameras, title=frame.frame_id or None),
+                       path, dpi)
 
 
 def save_prediction_vs_truth_png(
@@ -214,10 +219,7 @@ def save_prediction_vs_truth_png(
     if title:
         figure.suptitle(title, fontsize=11)
     figure.subplots_adjust(left=0.04, right=0.99, bottom=0.16, top=0.9, wspace=0.2)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
-    return path
+    return save_figure(figure, path, dpi)
 
 
 def save_cameras_side_by_side_png(
@@ -257,7 +259,4 @@ def save_cameras_side_by_side_png(
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=8, frameon=False)
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.8 / figure.get_figheight(), top=0.97,
                            wspace=0.03, hspace=0.12)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
-    return path
+    return save_figure(figure, path, dpi)
