@@ -16,6 +16,26 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 
+class RecentEvents:
+    """Times of events (skipped clouds, lost clouds), forgotten after ``window`` seconds."""
+
+    def __init__(self, window: float) -> None:
+        self._times: deque[float] = deque()
+        self.window = window
+
+    def add(self, now: float) -> None:
+        self._times.append(now)
+
+    def times(self, now: float) -> deque[float]:
+        """The event times of the last ``window`` seconds, oldest first."""
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+        return self._times
+
+    def count(self, now: float) -> int:
+        return len(self.times(now))
+
+
 class RateMeter:
     """Events per second over the last ``horizon`` seconds, measured between events.
 
@@ -24,22 +44,20 @@ class RateMeter:
     """
 
     def __init__(self, horizon: float = 60.0) -> None:
-        self._times: deque[float] = deque()
-        self._horizon = horizon
+        self._recent = RecentEvents(horizon)
 
     def add(self, now: float) -> None:
-        self._times.append(now)
+        self._recent.add(now)
 
     def rate(self, now: float) -> float:
-        while self._times and now - self._times[0] > self._horizon:
-            self._times.popleft()
-        if len(self._times) < 2:
+        times = self._recent.times(now)
+        if len(times) < 2:
             return 0.0
-        intervals = len(self._times) - 1
-        span = self._times[-1] - self._times[0]
+        intervals = len(times) - 1
+        span = times[-1] - times[0]
         # Stalled for longer than two mean intervals: count the silence since the first event too.
-        if now - self._times[-1] > 2 * span / intervals:
-            span = now - self._times[0]
+        if now - times[-1] > 2 * span / intervals:
+            span = now - times[0]
         return intervals / span if span > 0 else 0.0
 
 
@@ -54,22 +72,6 @@ class LatencyWindow:
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self._values, q)) if self._values else float("nan")
-
-
-class RecentEvents:
-    """Times of events (skipped clouds, lost clouds), forgotten after ``window`` seconds."""
-
-    def __init__(self, window: float) -> None:
-        self._times: deque[float] = deque()
-        self.window = window
-
-    def add(self, now: float) -> None:
-        self._times.append(now)
-
-    def count(self, now: float) -> int:
-        while self._times and now - self._times[0] > self.window:
-            self._times.popleft()
-        return len(self._times)
 
 
 def reason_key(text: str) -> str:

@@ -3,11 +3,12 @@
 Usage: publish_cloud.py TOPIC NUM_POINTS SEED
 """
 import sys
-import time
 
 import numpy as np
 import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from script_support import run, wait_for_subscriber
 
 from clip2scene_ros.conversions import make_cloud
 
@@ -30,12 +31,8 @@ def main() -> int:
     node = rclpy.create_node("cloud_publisher")
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
     publisher = node.create_publisher(__import__("sensor_msgs.msg").msg.PointCloud2, topic, qos)
-    deadline = time.monotonic() + 60
-    while publisher.get_subscription_count() == 0:
-        if time.monotonic() > deadline:
-            print("no subscriber matched", flush=True)
-            return 1
-        rclpy.spin_once(node, timeout_sec=0.05)
+    if not wait_for_subscriber(node, publisher, 60):
+        return 1
     publisher.publish(make_cloud(deterministic_cloud(num_points, seed), stamp_ns=123_456_789,
                                  frame_id="lidar"))
     print("published", flush=True)
@@ -46,7 +43,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(0)
+    run(main)

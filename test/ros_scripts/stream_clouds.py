@@ -15,6 +15,8 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 
+from script_support import run, wait_for_subscriber
+
 from clip2scene_ros.conversions import make_cloud
 
 
@@ -38,12 +40,8 @@ def main() -> int:
         depth=10, reliability=ReliabilityPolicy.RELIABLE)
     publisher = node.create_publisher(PointCloud2, topic, qos)
     message = make_cloud(lidar_like_cloud(num_points), frame_id="lidar")
-    deadline = time.monotonic() + 120
-    while publisher.get_subscription_count() == 0:
-        if time.monotonic() > deadline:
-            print("no subscriber matched", flush=True)
-            return 1
-        rclpy.spin_once(node, timeout_sec=0.05)
+    if not wait_for_subscriber(node, publisher, 120):
+        return 1
     print(f"matched; {len(message.data)} bytes per cloud", flush=True)
     start = time.monotonic()
     for index in range(count):
@@ -60,7 +58,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(0)
+    run(main)
