@@ -23,7 +23,7 @@ from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import (
     SyntheticConfig, SyntheticDataset, SyntheticWorld, write_synthetic_dataset,
 )
-from clip2scene_core.data.synthetic_teacher import simulate_teacher_labels
+from clip2scene_core.data.synthetic.teacher import simulate_teacher_labels
 from clip2scene_core.geometry import project_points_to_image
 
 

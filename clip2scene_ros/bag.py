@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
-import yaml
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.enums import StoragePlugin
 from rosbags.rosbag2.errors import ReaderError
@@ -54,8 +53,11 @@ from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
+from clip2scene_core.calibration import calibration_of, read_calibration, write_calibration
 from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
+from clip2scene_ros.camera_input import CameraInput
+from clip2scene_ros.sync import CollectorConfig
 from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, cloud_to_xyz, dtype_to_fields,
                                         make_cloud_array, stamp_to_ns)
 
@@ -239,12 +241,6 @@ class ExportSummary:
     class_names: tuple[str, ...]
 
 
-def calibration_of(frame: Frame) -> dict[str, dict[str, list[list[float]]]]:
-    """``{camera: {lidar_to_camera: 4x4 nested list}}`` of a frame's cameras (calibration YAML layout)."""
-    return {camera.name: {"lidar_to_camera": np.asarray(camera.lidar_to_camera, float).tolist()}
-            for camera in frame.cameras}
-
-
 class BagClock:
     """Strictly increasing bag stamps (ns) from frame timestamps (ns) given in frame order.
 
@@ -305,7 +301,7 @@ def export_frames(frames: Iterable[Frame], path: Union[str, Path], class_names: 
                 bag.write(GROUND_TRUTH_CLASSES_TOPIC, string_message(classes_json), stamp)
             _write_frame(bag, frame, stamp, clock.offset, class_names, include_cameras)
             if include_cameras and frame.cameras:
-                frame_calibration = calibration_of(frame)
+                frame_calibration = calibration_of(frame.cameras)
                 bag.write(CALIBRATION_TOPIC, string_message(json.dumps(frame_calibration)), stamp)
                 calibration = calibration or frame_calibration
             count += 1
@@ -314,9 +310,7 @@ def export_frames(frames: Iterable[Frame], path: Union[str, Path], class_names: 
         counts = dict(bag.counts)
     written_calibration = None
     if calibration is not None:
-        written_calibration = Path(calibration_file) if calibration_file else path / CALIBRATION_FILE
-        written_calibration.parent.mkdir(parents=True, exist_ok=True)
-        written_calibration.write_text(yaml.safe_dump(calibration, sort_keys=False), encoding="utf-8")
+        written_calibration = write_calibration(calibration_file or path / CALIBRATION_FILE, calibration)
     LOGGER.info("wrote %d frames to %s (%s)", count, path, storage)
     return ExportSummary(path, count, counts, written_calibration, class_names)
 
@@ -572,30 +566,65 @@ def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) ->
 
 
 def segment_bag(path: Union[str, Path], segmenter: Any, schedule: Sequence[ClassChange] = (),
-                points_topic: str = POINTS_TOPIC) -> Recording:
+                points_topic: str = POINTS_TOPIC, cameras: Sequence[str] = (),
+                calibration_file: Optional[Union[str, Path]] = None,
+                sync_tolerance_ns: int = CollectorConfig.tolerance_ns) -> Recording:
     """Label every cloud of a bag with ``segmenter`` (a `clip2scene_core.segmenter.Segmenter`), no ROS.
 
-    Decoding and the `segment` call are the node's, so the labels match a live replay's. Latencies are
-    the wall time of decode + segment per cloud (ms).
+    Decoding and the `segment` call are the node's, so the labels match a live replay's. With
+    ``cameras`` (the node's ``camera_names``; the segmenter needs an ``image_teacher``), each cloud is
+    paired with the nearest image of every camera as the node pairs them (`CameraInput`, on the bag's
+    log clock) and labelled by the 2D-3D ensemble; ``calibration_file`` defaults to the bag's own
+    ``calibration.yaml``. Latencies are the wall time of decode + segment per cloud (ms).
     """
     changes = changes_at(schedule)
     recording = Recording()
+    camera_input = None
+    if cameras:
+        calibration = read_calibration(calibration_file or Path(path) / CALIBRATION_FILE, cameras)
+        # Every cloud waits for its cameras to settle (the end of the bag releases the rest): offline
+        # nothing is late, so nothing is dropped.
+        camera_input = CameraInput(cameras, calibration, CollectorConfig(
+            tolerance_ns=sync_tolerance_ns, timeout_ns=2**62, image_buffer=64, max_pending=2**20,
+            queue_depth=2**20), lambda text: LOGGER.warning("%s: %s", path, text))
+    index = 0
+
+    def label(message: Any, frame_cameras: Sequence) -> None:
+        nonlocal index
+        if index in changes:
+            segmenter.set_classes(changes[index])
+        start = time.perf_counter()
+        try:
+            cloud = cloud_to_xyz(message, drop_invalid=False)
+        except MessageFormatError as error:
+            raise BagError(f"bag {path} {points_topic} cloud {index}: {error}") from error
+        space = segmenter.class_space
+        result = segmenter.segment(cloud.points, cloud.intensity, cameras=frame_cameras, class_space=space)
+        recording.latencies_ms.append((time.perf_counter() - start) * 1e3)
+        recording.predictions.append(
+            Prediction(stamp_to_ns(message.header.stamp), result.labels, tuple(space.names)))
+        index += 1
+
     with BagFile(path) as bag:
-        bag.require({points_topic: POINT_CLOUD2})
-        clouds = bag.messages([points_topic])
-        for index, (_, _, message) in enumerate(tqdm(clouds, desc="segment", unit="cloud")):
-            if index in changes:
-                segmenter.set_classes(changes[index])
-            start = time.perf_counter()
-            try:
-                cloud = cloud_to_xyz(message, drop_invalid=False)
-            except MessageFormatError as error:
-                raise BagError(f"bag {bag.path} {points_topic} cloud {index}: {error}") from error
-            space = segmenter.class_space
-            result = segmenter.segment(cloud.points, cloud.intensity, class_space=space)
-            recording.latencies_ms.append((time.perf_counter() - start) * 1e3)
-            recording.predictions.append(
-                Prediction(stamp_to_ns(message.header.stamp), result.labels, tuple(space.names)))
+        bag.require({points_topic: POINT_CLOUD2, **{image_topic(name): IMAGE for name in cameras},
+                     **{camera_info_topic(name): CAMERA_INFO for name in cameras}})
+        topics = {points_topic: None, **{image_topic(name): name for name in cameras},
+                  **{camera_info_topic(name): name for name in cameras}}
+        for topic, log_time, message in tqdm(bag.messages(list(topics)), desc="segment", unit="message"):
+            if camera_input is None:
+                label(message, ())
+                continue
+            if topic == points_topic:
+                camera_input.add_cloud(stamp_to_ns(message.header.stamp), message, now=log_time)
+            elif topic == image_topic(topics[topic]):
+                camera_input.add_image(topics[topic], message, now=log_time)
+            else:
+                camera_input.add_camera_info(topics[topic], message)
+            for synced in camera_input.poll(now=log_time):
+                label(synced.cloud, camera_input.cameras(synced))
+        if camera_input is not None:
+            for synced in camera_input.poll(now=2**63 - 1):
+                label(synced.cloud, camera_input.cameras(synced))
     return recording
 
 

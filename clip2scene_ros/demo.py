@@ -5,9 +5,11 @@
 2. Record a drive through an unseen synthetic street to a rosbag2 (mcap).
 3. Start the ROS 2 node with that checkpoint, replay the bag into it and record what it publishes.
    Half way, the operator swaps the class names for synonyms (``automobile`` for ``car``, ``street``
-   for ``road``, ...) through the node's parameter service, as ``ros2 param set`` would.
-4. Score the recording against the bag's ground truth (mIoU before and after the change, latency,
-   drops), check the same bag offline with the same `Segmenter`, and draw pictures.
+   for ``road``, ...) through the node's parameter service, as ``ros2 param set`` would. This runs
+   twice: LiDAR only, then with the bag's cameras (``use_cameras``: the 2D-3D ensemble, with the
+   simulated teacher, recorded per image, standing in for MaskCLIP).
+4. Score both recordings against the bag's ground truth (mIoU before and after the change, latency,
+   drops), check the same bag offline with the same `Segmenter` (both ways), and draw pictures.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import yaml
@@ -108,7 +110,9 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     from clip2scene_core.train.checkpoint import load_checkpoint
     from clip2scene_core.train.pairs import SimulatedTeacher
     from clip2scene_core.visualize import save_cameras_side_by_side_png, save_prediction_vs_truth_png
-    from clip2scene_ros.bag import ClassChange, evaluate_recording, export_frames, read_input, segment_bag
+    from clip2scene_core.data.synthetic.recorded_teacher import RecordedTeacher
+    from clip2scene_ros.bag import (ClassChange, camera_info_topic, evaluate_recording, export_frames, image_topic,
+                                    read_input, segment_bag)
     from clip2scene_ros.replay import replay_bag, running_segment_node
 
     out_dir = Path(out_dir)
@@ -124,7 +128,13 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
                               config=SyntheticConfig.from_dict(world, f"{config['pretrain_config']} data.options.config"))
     bag = out_dir / "drive"
     LOGGER.info("recording an unseen synthetic drive (%d frames) to %s", drive["frames"], bag)
-    export_frames(frames, bag, SYNTHETIC_CLASSES, dataset="synthetic", total=drive["frames"])
+    exported = export_frames(frames, bag, SYNTHETIC_CLASSES, dataset="synthetic", total=drive["frames"])
+    state = load_checkpoint(checkpoint)
+    class_embeddings = state["extra"]["class_embeddings"]
+    sigma = frames.config.teacher.feature_noise_sigma
+    # MaskCLIP's stand-in for the camera path: the simulated teacher's view of each drive image.
+    teacher_file = RecordedTeacher.from_frames(frames, class_embeddings, sigma).save(out_dir / "teacher.npz")
+    camera_names = [camera.name for camera in frames[0].cameras]
 
     trained = list(SYNTHETIC_CLASSES)
     synonyms = [SYNONYMS[name] for name in trained]
@@ -132,29 +142,42 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     mapping = {synonym: name for name, synonym in SYNONYMS.items()}
     node_parameters = {"class_names": trained, "reliability": "reliable", "depth": 10, "device": "cpu",
                        "text_cache_dir": str(cache_dir / "text")}
-    isolate_ros_traffic()
-    LOGGER.info("replaying the bag into the ROS 2 node; class names switch to synonyms at frame %d",
-                change.frame)
-    with running_segment_node(checkpoint, node_parameters, out_dir / "node.log") as node:
-        recording = replay_bag(bag, out_dir / "node_output", schedule=[change],
-                               rate=rate or drive["rate"], wait_for_output=rate is None and drive["lock_step"],
-                               alive=lambda: node.poll() is None)
+    # Lock-step replay waits anyway, so a cloud may wait long for its cameras: a busy CPU then
+    # delays the pairing but never changes it (the offline check pairs with nothing late).
+    camera_parameters = {"use_cameras": True, "camera_names": camera_names, "sync_timeout": 2.0,
+                         "calibration_file": str(exported.calibration_file), "image_teacher": str(teacher_file)}
+    camera_topics = [topic for name in camera_names for topic in (image_topic(name), camera_info_topic(name))]
     truth = read_input(bag)
-    live = evaluate_recording(truth, recording, mapping=mapping, schedule=[change])
+    isolate_ros_traffic()
 
-    LOGGER.info("checking the same bag offline (no ROS) with the same Segmenter")
-    segmenter = Segmenter(checkpoint, class_names=trained, device="cpu", text_cache_dir=cache_dir / "text")
-    offline_recording = segment_bag(bag, segmenter, schedule=[change])
-    offline = evaluate_recording(truth, offline_recording, mapping=mapping, schedule=[change])
-    agreement = labels_agreement(recording, offline_recording)
+    def live_run(name: str, parameters: Mapping[str, Any], extra_topics: Sequence[str]):
+        LOGGER.info("replaying the bag into the ROS 2 node (%s); class names switch to synonyms at frame %d",
+                    name, change.frame)
+        with running_segment_node(checkpoint, parameters, out_dir / f"node_{name}.log") as node:
+            recording = replay_bag(bag, out_dir / f"node_output_{name}", schedule=[change],
+                                   rate=rate or drive["rate"], extra_topics=extra_topics,
+                                   wait_for_output=rate is None and drive["lock_step"],
+                                   alive=lambda: node.poll() is None)
+        return recording, evaluate_recording(truth, recording, mapping=mapping, schedule=[change])
+
+    def offline_run(image_teacher: Optional[RecordedTeacher]):
+        segmenter = Segmenter(checkpoint, class_names=trained, device="cpu", text_cache_dir=cache_dir / "text",
+                              image_teacher=image_teacher)
+        recording = segment_bag(bag, segmenter, schedule=[change], cameras=camera_names if image_teacher else ())
+        return recording, evaluate_recording(truth, recording, mapping=mapping, schedule=[change])
+
+    recording, live = live_run("lidar", node_parameters, ())
+    camera_recording, camera_live = live_run("cameras", {**node_parameters, **camera_parameters}, camera_topics)
+    LOGGER.info("checking the same bag offline (no ROS) with the same Segmenter, LiDAR only and with cameras")
+    offline_recording, offline = offline_run(None)
+    camera_offline_recording, camera_offline = offline_run(RecordedTeacher.load(teacher_file))
 
     # The student against its teacher on the same points: those a camera sees (the only ones the
     # teacher labels), over the whole drive.
     predicted = recorded_dataset_labels(recording, truth.stamps, mapping)
-    state = load_checkpoint(checkpoint)
-    teacher = SimulatedTeacher(state["extra"]["class_embeddings"], frames.config.teacher.feature_noise_sigma)
+    teacher = SimulatedTeacher(class_embeddings, sigma)
     student_in_view, teacher_in_view, teacher_labels = in_view_comparison(frames, predicted, teacher,
-                                                                          state["extra"]["class_embeddings"])
+                                                                          class_embeddings)
 
     # Pictures of the last frame (labelled with the synonyms).
     last_index = len(frames) - 1
@@ -179,8 +202,10 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
             "student_teacher_ratio": student_miou / teacher_miou if student_miou and teacher_miou else None,
             "trained_names_miou": live.report["segments"][0]["miou"],
             "synonyms_miou": live.report["segments"][-1]["miou"],
+            "ensemble_trained_names_miou": camera_live.report["segments"][0]["miou"],
+            "ensemble_synonyms_miou": camera_live.report["segments"][-1]["miou"],
             "frames": live.report["frames"],
-            "dropped": live.report["dropped"],
+            "dropped": live.report["dropped"] + camera_live.report["dropped"],
         },
         "checkpoint": str(checkpoint),
         "checkpoint_metrics": dict(state.get("metrics", {})),
@@ -188,7 +213,10 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
                     "teacher": teacher_in_view.to_dict(SYNTHETIC_CLASSES)},
         "live": live.report,
         "offline": offline.report,
-        "live_offline_label_agreement": agreement,
+        "live_offline_label_agreement": labels_agreement(recording, offline_recording),
+        "ensemble": {"live": camera_live.report, "offline": camera_offline.report,
+                     "live_offline_label_agreement": labels_agreement(camera_recording, camera_offline_recording),
+                     "cameras": camera_names},
         "class_change": {"frame": change.frame, "from": trained, "to": synonyms},
         "pictures": {name: str(path) for name, path in pictures.items()},
     }
@@ -246,8 +274,9 @@ def labels_agreement(live, offline) -> Optional[float]:
 
 def format_report(report: Mapping[str, Any], live_table: str) -> str:
     """The report as text: live per-class table, the summary (student vs teacher, mIoU before/after
-    the class change, frames and drops), the offline check and the pictures."""
-    summary, offline = report["summary"], report["offline"]
+    the class change, LiDAR only and with cameras, frames and drops), the offline checks and the
+    pictures."""
+    summary, offline, ensemble = report["summary"], report["offline"], report["ensemble"]
     percent = lambda value: "-" if value is None else f"{100 * value:.1f} %"  # noqa: E731
     ratio = summary["student_teacher_ratio"]
     lines = ["clip2scene demo: annotation-free LiDAR segmentation, replayed through the ROS 2 node", "",
@@ -258,8 +287,14 @@ def format_report(report: Mapping[str, Any], live_table: str) -> str:
              f"mIoU with the trained names: {percent(summary['trained_names_miou'])}",
              f"mIoU after switching to synonyms ({', '.join(report['class_change']['to'])}): "
              f"{percent(summary['synonyms_miou'])}",
+             f"2D-3D ensemble with cameras {', '.join(ensemble['cameras'])}: mIoU with the trained names "
+             f"{percent(summary['ensemble_trained_names_miou'])}, after the switch "
+             f"{percent(summary['ensemble_synonyms_miou'])} (LiDAR only: "
+             f"{percent(summary['trained_names_miou'])}, {percent(summary['synonyms_miou'])})",
              f"frames {summary['frames']}, dropped {summary['dropped']}",
              f"offline Segmenter on the same bag: mIoU {percent(offline.get('miou'))}; live and offline "
              f"labels agree on {percent(report['live_offline_label_agreement'])} of points",
+             f"offline 2D-3D ensemble: mIoU {percent(ensemble['offline'].get('miou'))}; live and offline "
+             f"labels agree on {percent(ensemble['live_offline_label_agreement'])} of points",
              f"pictures: {', '.join(report['pictures'].values())}"]
     return "\n".join(lines) + "\n"

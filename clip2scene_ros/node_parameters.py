@@ -70,6 +70,8 @@ DESCRIPTORS = {
     "use_cameras": descriptor("pair clouds with camera images for the 2D-3D ensemble", read_only=True),
     "camera_names": descriptor("camera names; topics <name>/image and <name>/camera_info", read_only=True),
     "calibration_file": descriptor("YAML {camera: {lidar_to_camera: 4x4}}", read_only=True),
+    "image_teacher": descriptor("'' (MaskCLIP) | recorded-teacher file (.npz) of a synthetic drive",
+                                read_only=True),
     "sync_tolerance": descriptor("max |cloud - image| stamp difference, s", read_only=True,
                                  float_range=(0.0, 10.0)),
     "sync_timeout": descriptor("how long a cloud waits for late cameras, s", read_only=True,

@@ -265,38 +265,41 @@ def _play(replayer: _Replayer, source: BagFile, play: Mapping[str, str], changes
     sent: list[int] = []
     start_wall: Optional[float] = None
     for topic, msgtype, log_time, data in source.raw_messages(list(play)):
+        offset = clock.offset(log_time)
+        if topic == points_topic and wait_for_output and sent:
+            # Lock step waits for the previous cloud's labels only now, after the camera images
+            # recorded before this cloud went out: they settle the previous cloud's pairing.
+            _wait_for_output(replayer, sent[-1], len(sent) - 1, output_timeout)
+            start_wall = time.monotonic() - offset  # playback time restarts here
         if topic == points_topic and len(sent) in changes:
             paused = time.monotonic()
             replayer.set_classes(changes[len(sent)], startup_timeout)
             if start_wall is not None:
                 start_wall += time.monotonic() - paused  # later frames keep their spacing
-        offset = clock.offset(log_time)
         if start_wall is None:
             start_wall = time.monotonic()
         due = start_wall + offset
         replayer.spin_until(lambda: time.monotonic() >= due, max(due - time.monotonic(), 0.0),
                             "playback time")
         replayer.publishers[topic].publish(data)
-        if topic != points_topic:
-            continue
-        stamp = stamp_to_ns(typestore().deserialize_cdr(data, msgtype).header.stamp)
-        sent.append(stamp)
-        LOGGER.debug("published frame %d (stamp %d ns)", len(sent) - 1, stamp)
-        if wait_for_output:
-            if not replayer.spin_until(lambda: stamp in replayer.output_stamps, output_timeout,
-                                       "an output cloud"):
-                LOGGER.warning("no output for frame %d within %.0f s", len(sent) - 1, output_timeout)
-            start_wall = time.monotonic() - offset  # playback time restarts here
+        if topic == points_topic:
+            sent.append(stamp_to_ns(typestore().deserialize_cdr(data, msgtype).header.stamp))
+            LOGGER.debug("published frame %d (stamp %d ns)", len(sent) - 1, sent[-1])
     # The node labels clouds in arrival order and drops only older ones, so once the last cloud is
     # labelled no other output can follow.
-    if sent and not replayer.spin_until(lambda: sent[-1] in replayer.output_stamps, output_timeout,
-                                        "the last output"):
-        LOGGER.warning("no output for the last frame within %.0f s", output_timeout)
+    if sent:
+        _wait_for_output(replayer, sent[-1], len(sent) - 1, output_timeout)
     # The latency message follows each output cloud; give the last one a moment to arrive.
     replayer.spin_until(lambda: replayer.latencies >= len(replayer.output_stamps), 1.0, "latencies")
     if replayer.segmented.get_publisher_count() == 0:
         raise ReplayError(f"the node stopped publishing {replayer.topics.segmented} during the replay")
     LOGGER.info("replayed %d clouds, %d labelled", len(sent), len(replayer.output_stamps & set(sent)))
+
+
+def _wait_for_output(replayer: _Replayer, stamp: int, frame: int, timeout: float) -> None:
+    """Spin until the node's output for the cloud stamped ``stamp`` arrived (a warning after ``timeout``)."""
+    if not replayer.spin_until(lambda: stamp in replayer.output_stamps, timeout, "an output cloud"):
+        LOGGER.warning("no output for frame %d within %.0f s", frame, timeout)
 
 
 # -- starting the node -----------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import yaml
 
 import rclpy
 import rclpy.utilities
@@ -51,15 +50,17 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64, String
 
+from clip2scene_core.calibration import read_calibration
+
+from clip2scene_ros.camera_input import CameraInput
 from clip2scene_ros.class_lists import ClassListEncoder
 from clip2scene_ros.cloud_input import IntensityScale, read_cloud
-from clip2scene_ros.conversions import (MessageFormatError, camera_info_to_intrinsics, image_to_numpy,
-                                       segmented_cloud, stamp_to_ns)
+from clip2scene_ros.conversions import MessageFormatError, segmented_cloud, stamp_to_ns
 from clip2scene_ros.health import (GroupedWarnings, InputWatchdog, LatencyWindow, RateMeter,
                                    RecentEvents, SequenceGaps)
 from clip2scene_ros.node_parameters import (DESCRIPTORS, check_reliability, default_parameters,
                                             non_empty, parse_intensity_scale)
-from clip2scene_ros.sync import CameraCollector, CollectorConfig, SyncedSet
+from clip2scene_ros.sync import CollectorConfig
 from clip2scene_ros.transport import apply_transport_profile
 
 NODE_NAME = "clip2scene_segment"
@@ -138,7 +139,7 @@ class SegmentNode(Node):
         self.cloud_subscription = self.create_subscription(
             PointCloud2, "points", self._on_cloud, input_qos, qos_overriding_options=overridable,
             event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_clouds_lost))
-        self.collector: Optional[CameraCollector] = None
+        self.camera_input: Optional[CameraInput] = None
         if bool(param("use_cameras")):
             self._setup_cameras(param, input_qos)
         self.create_timer(float(param("diagnostics_period")), self._publish_diagnostics)
@@ -168,7 +169,7 @@ class SegmentNode(Node):
             score_threshold=float(param("score_threshold")),
             prompt_templates=non_empty(param("prompt_templates")) or None,
             text_cache_dir=str(param("text_cache_dir")) or None,
-            image_teacher="auto" if bool(param("use_cameras")) else None,
+            image_teacher=image_teacher(str(param("image_teacher"))) if bool(param("use_cameras")) else None,
             max_range=float(param("max_range")),
             voxel_size=float(param("voxel_size")) or None,
         )
@@ -178,47 +179,23 @@ class SegmentNode(Node):
         names = non_empty(param("camera_names"))
         if not names:
             raise ValueError("use_cameras is true but camera_names is empty")
-        self.extrinsics = load_calibration(str(param("calibration_file")), names)
-        self.intrinsics: dict[str, Any] = {}
-        self.collector = CameraCollector(names, CollectorConfig(
-            tolerance_ns=int(float(param("sync_tolerance")) * 1e9),
-            timeout_ns=int(float(param("sync_timeout")) * 1e9)))
+        self.camera_input = CameraInput(
+            names, read_calibration(str(param("calibration_file")), names),
+            CollectorConfig(tolerance_ns=int(float(param("sync_tolerance")) * 1e9),
+                            timeout_ns=int(float(param("sync_timeout")) * 1e9)),
+            lambda text: self.get_logger().warning(text, throttle_duration_sec=5.0))
         for name in names:
             self.create_subscription(Image, f"{name}/image",
                                      lambda message, name=name: self._on_image(name, message), qos)
             self.create_subscription(CameraInfo, f"{name}/camera_info",
-                                     lambda message, name=name: self._on_camera_info(name, message), 10)
+                                     lambda message, name=name: self.camera_input.add_camera_info(name, message),
+                                     10)
         self.get_logger().info(f"2D-3D ensemble with cameras {names}")
 
     def _on_image(self, name: str, message: Image) -> None:
-        self.collector.add_image(name, stamp_to_ns(message.header.stamp), message)
+        self.camera_input.add_image(name, message)
         with self._condition:
             self._condition.notify()
-
-    def _on_camera_info(self, name: str, message: CameraInfo) -> None:
-        try:
-            self.intrinsics[name] = camera_info_to_intrinsics(message)
-        except MessageFormatError as error:
-            self.get_logger().warning(f"skipped malformed CameraInfo of {name}: {error}",
-                                      throttle_duration_sec=5.0)
-
-    def _cameras_for(self, synced: SyncedSet) -> list:
-        """`Camera`s for the images paired with a cloud (cameras without intrinsics yet are left out)."""
-        from clip2scene_core.frame import Camera
-
-        cameras = []
-        for name, stamped in synced.images.items():
-            intrinsics = self.intrinsics.get(name)
-            if stamped is None or intrinsics is None:
-                continue
-            try:
-                image = image_to_numpy(stamped.msg)
-                if image.ndim != 3:
-                    raise MessageFormatError(f"encoding {stamped.msg.encoding!r} is not a colour image")
-                cameras.append(Camera(name, image, intrinsics.K, self.extrinsics[name], stamped.stamp))
-            except (MessageFormatError, ValueError) as error:
-                self.get_logger().warning(f"skipped image of {name}: {error}", throttle_duration_sec=5.0)
-        return cameras
 
     # -- parameters ------------------------------------------------------------------------------
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -270,8 +247,8 @@ class SegmentNode(Node):
         now = time.monotonic()
         self._watchdog.cloud_arrived(now)
         self.stats["missed"] += self._sequence_gaps.missed(info)
-        if self.collector is not None:
-            self.collector.add_cloud(stamp_to_ns(message.header.stamp), (message, now))
+        if self.camera_input is not None:
+            self.camera_input.add_cloud(stamp_to_ns(message.header.stamp), (message, now))
             with self._condition:
                 self.stats["received"] += 1
                 self._condition.notify()
@@ -298,18 +275,18 @@ class SegmentNode(Node):
                 # With cameras, wake often: a cloud becomes ready when its cameras settle or time out.
                 self._condition.wait_for(
                     lambda: self._stop.is_set() or self._pending_cloud or self._pending_space,
-                    timeout=0.01 if self.collector is not None else 0.5)
+                    timeout=0.01 if self.camera_input is not None else 0.5)
                 cloud, space = self._pending_cloud, self._pending_space
                 self._pending_cloud = self._pending_space = None
             if self._stop.is_set():
                 return
             cameras: list = []
-            if self.collector is not None:
-                ready = self.collector.poll()
+            if self.camera_input is not None:
+                ready = self.camera_input.poll()
                 if ready:
                     cloud = ready[-1].cloud
-                    cameras = self._cameras_for(ready[-1])
-                    self.stats["dropped"] = self.collector.stats().dropped
+                    cameras = self.camera_input.cameras(ready[-1])
+                    self.stats["dropped"] = self.camera_input.stats().dropped
             try:
                 if space is not None and space.version > self.segmenter.class_space.version:
                     self.segmenter.set_class_space(space)
@@ -390,9 +367,9 @@ class SegmentNode(Node):
             "seconds_without_cloud": "" if self._stalled is None else f"{self._stalled:.1f}",
             **{key: str(value) for key, value in self.stats.items()},
         }
-        if self.collector is not None:
+        if self.camera_input is not None:
             values.update({f"camera_missing_{name}": str(count)
-                           for name, count in self.collector.stats().missing.items()})
+                           for name, count in self.camera_input.stats().missing.items()})
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -415,24 +392,13 @@ class SegmentNode(Node):
         super().destroy_node()
 
 
-def load_calibration(path: str, cameras: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read ``{camera: {lidar_to_camera: 4x4}}`` from a YAML file; every camera must be present."""
-    if not path:
-        raise ValueError("use_cameras is true but calibration_file is empty")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"calibration_file {path} does not exist")
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
-    extrinsics = {}
-    for name in cameras:
-        try:
-            matrix = np.asarray(data[name]["lidar_to_camera"], dtype=np.float64)
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"calibration_file {path} has no lidar_to_camera for camera {name!r}") from error
-        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
-            raise ValueError(f"calibration_file {path}: {name}.lidar_to_camera must be a finite 4x4 matrix")
-        extrinsics[name] = matrix
-    return extrinsics
+def image_teacher(file: str):
+    """The ensemble's image teacher: MaskCLIP (``"auto"``) or the recorded teacher in ``file``."""
+    if not file:
+        return "auto"
+    from clip2scene_core.data.synthetic.recorded_teacher import RecordedTeacher
+
+    return RecordedTeacher.load(file)
 
 
 def prediction_colors(labels: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import yaml
 
 from clip2scene_core import cli
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset, write_synthetic_dataset
-from clip2scene_core.data.synthetic_render import CameraConfig, LidarConfig
+from clip2scene_core.data.synthetic.render import CameraConfig, LidarConfig
 from clip2scene_core.frame import Frame
 from clip2scene_ros.bag import (GROUND_TRUTH_CLASSES_TOPIC, METADATA_KEY, SCENE_GAP_NS, BagClock, BagFile,
                                 export_frames, read_input)

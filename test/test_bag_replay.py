@@ -13,7 +13,7 @@ from rosbags.rosbag2 import Writer
 from clip2scene_core import cli
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
-from clip2scene_core.data.synthetic_render import LidarConfig
+from clip2scene_core.data.synthetic.render import LidarConfig
 from clip2scene_core.frame import Frame
 from clip2scene_ros.bag import (CLASS_NAMES_TOPIC, GROUND_TRUTH_CLASSES_TOPIC, GROUND_TRUTH_TOPIC,
                                 POINT_CLOUD2, POINTS_TOPIC, SEGMENTED_TOPIC, UNKNOWN_INDEX, BagError,
@@ -265,3 +265,33 @@ def test_live_cli_with_a_node_that_dies_fails_fast_without_a_report(bag, ros_env
     assert "the segmentation node exited" in caplog.text
     assert not report.exists() and not (tmp_path / "output").exists()
     assert "not a readable clip2scene checkpoint" in (tmp_path / "output.node.log").read_text()
+
+
+class _CameraSpy:
+    """A stand-in `Segmenter` that records which camera images each cloud was labelled with."""
+
+    def __init__(self) -> None:
+        from clip2scene_core.segmenter import ClassSpace
+
+        self.class_space = ClassSpace(("a",), None, 0)
+        self.calls: list[list[tuple[str, int]]] = []
+
+    def segment(self, points, intensity=None, cameras=(), class_space=None):
+        from clip2scene_core.segmenter import Segmentation
+
+        self.calls.append([(camera.name, camera.timestamp) for camera in cameras])
+        return Segmentation(np.zeros(len(points), np.uint32), np.zeros(len(points), np.float32), class_space)
+
+
+def test_offline_cameras_pair_each_cloud_with_its_nearest_images(tmp_path):
+    config = SyntheticConfig(lidar=LidarConfig(beams=4, azimuth_steps=64), num_sweeps=0)
+    frames = list(SyntheticDataset(None, num_scenes=1, frames_per_scene=3, config=config))
+    summary = export_frames(frames, tmp_path / "bag", SYNTHETIC_CLASSES, dataset="synthetic")
+    names = [camera.name for camera in frames[0].cameras]
+    spy = _CameraSpy()
+    recording = segment_bag(summary.path, spy, cameras=names)
+    assert [p.stamp for p in recording.predictions] == list(read_input(summary.path).stamps)
+    # Every cloud gets every camera, each the image taken with its own scan (+-15 ms), not a neighbour's.
+    assert spy.calls == [[(camera.name, camera.timestamp) for camera in frame.cameras] for frame in frames]
+    with pytest.raises(ValueError, match="no lidar_to_camera for camera 'rear'"):
+        segment_bag(summary.path, spy, cameras=["rear"])

@@ -22,7 +22,7 @@ MINIATURE_PRETRAIN = {
     "text": {"templates": ["a photo of a {}."]},
 }
 SUMMARY_KEYS = {"student_miou", "teacher_miou", "student_teacher_ratio", "trained_names_miou", "synonyms_miou",
-                "frames", "dropped"}
+                "ensemble_trained_names_miou", "ensemble_synonyms_miou", "frames", "dropped"}
 
 
 def miniature_config(folder) -> dict:
@@ -61,6 +61,12 @@ def test_demo_runs_end_to_end_and_reports_the_class_change(tmp_path):
     assert second["class_lists"] == [[SYNONYMS[name] for name in SYNTHETIC_CLASSES]]
     assert report["live_offline_label_agreement"] == 1.0, "live node and offline Segmenter disagree"
     assert report["offline"]["miou"] == pytest.approx(live["miou"])
+    # The camera path: the node ran the 2D-3D ensemble on the bag's cameras, and agrees with offline.
+    ensemble = report["ensemble"]
+    assert ensemble["cameras"] == ["CAM_FRONT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"]
+    assert ensemble["live"]["evaluated"] == 4 and ensemble["live"]["dropped"] == 0
+    assert ensemble["live_offline_label_agreement"] == 1.0, "live and offline 2D-3D ensembles disagree"
+    assert ensemble["live"]["overall"]["confusion"] != live["overall"]["confusion"], "cameras changed nothing"
     for name in ("cameras", "bev", "iou"):
         with Image.open(report["pictures"][name]) as picture:
             pixels = np.asarray(picture.convert("RGB"))
@@ -72,7 +78,9 @@ def test_demo_runs_end_to_end_and_reports_the_class_change(tmp_path):
     assert summary["trained_names_miou"] == first["miou"] and summary["synonyms_miou"] == second["miou"]
     assert summary["student_teacher_ratio"] == pytest.approx(summary["student_miou"] / summary["teacher_miou"])
     assert 0 < summary["teacher_miou"] < 1
-    for line in ("student mIoU", "teacher mIoU", "student / teacher", "frames 4, dropped 0"):
+    assert summary["ensemble_trained_names_miou"] == ensemble["live"]["segments"][0]["miou"]
+    for line in ("student mIoU", "teacher mIoU", "student / teacher", "frames 4, dropped 0", "2D-3D ensemble",
+                 "offline 2D-3D ensemble"):
         assert line in text, line
     assert json.loads((tmp_path / "demo" / "report.json").read_text())["class_change"]["frame"] == 2
     # A second run reuses the cached checkpoint instead of training again.

@@ -7,7 +7,7 @@ import torch
 
 from clip2scene_core.clip.feature_cache import DenseFeatureCache
 from clip2scene_core.clip.teacher import MaskCLIPTeacher
-from clip2scene_core.data.synthetic_teacher import simulated_pixel_features
+from clip2scene_core.data.synthetic.teacher import simulated_pixel_features
 from clip2scene_core.frame import Camera, Frame, Sweep
 from clip2scene_core.train.batching import AugmentOptions, PretrainCollator, augment_points, step_generator
 from clip2scene_core.train.pairs import (
@@ -168,7 +168,7 @@ def test_augmentation_is_a_rigid_yaw_flip_and_scale():
 def test_prepared_frames_give_bit_identical_batches_and_losses(max_pairs):
     """The in-memory cache of pairs, grid cells and input features changes nothing a step computes."""
     from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
-    from clip2scene_core.data.synthetic_render import LidarConfig
+    from clip2scene_core.data.synthetic.render import LidarConfig
     from clip2scene_core.model import build_model
     from clip2scene_core.train.losses import grid_cell_ids
     from clip2scene_core.train.pretrain import DEFAULT_PRETRAIN_CONFIG, model_config_for, pretraining_losses

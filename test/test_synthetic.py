@@ -15,11 +15,11 @@ from clip2scene_core.cli import main as cli_main
 from clip2scene_core.data import open_dataset
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticWorld
-from clip2scene_core.data.synthetic_render import (
+from clip2scene_core.data.synthetic.render import (
     CameraConfig, LidarConfig, camera_candidates, camera_intrinsics, camera_ray_directions, camera_to_ego,
     cast_rays, lidar_candidates, lidar_ray_directions, lidar_to_ego, with_ground,
 )
-from clip2scene_core.data.synthetic_teacher import (
+from clip2scene_core.data.synthetic.teacher import (
     TeacherConfig, apply_systematic_bias, confuse_regions, patch_vote_labels, region_keys, simulate_teacher_labels,
     simulated_pixel_features,
 )

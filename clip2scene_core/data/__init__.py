@@ -17,7 +17,7 @@ from ..frame import Frame
 
 # kind -> (module, class); every class takes ``root`` first and keyword options after it.
 DATASETS: dict[str, tuple[str, str]] = {
-    "synthetic": ("clip2scene_core.data.synthetic", "SyntheticDataset"),
+    "synthetic": ("clip2scene_core.data.synthetic.dataset", "SyntheticDataset"),
     "nuscenes": ("clip2scene_core.data.nuscenes", "NuScenesDataset"),
     "semantickitti": ("clip2scene_core.data.semantickitti", "SemanticKittiDataset"),
     "scannet": ("clip2scene_core.data.scannet", "ScanNetDataset"),

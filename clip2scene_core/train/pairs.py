@@ -7,7 +7,7 @@ a :class:`PixelTeacher` supplies ``x`` for each pair:
 
 * :class:`SimulatedTeacher` (synthetic world): the camera's simulated-teacher class map
   (``Camera.teacher_labels``) read at the pair's pixel, turned into a feature in the training text space
-  by ``data.synthetic_teacher.simulated_pixel_features`` (``normalise(t_c + sigma * noise)``).
+  by ``data.synthetic.teacher.simulated_pixel_features`` (``normalise(t_c + sigma * noise)``).
 * :class:`MaskCLIPPixelTeacher` (real data): MaskCLIP patch-grid features read from the precomputed
   fp16 cache (``clip.feature_cache``) and sampled bilinearly at the pair's pixel.
 """
@@ -134,7 +134,7 @@ class PixelTeacher(abc.ABC):
 
 
 class SimulatedTeacher(PixelTeacher):
-    """The synthetic world's simulated 2D teacher (``data/synthetic_teacher.py`` describes its errors).
+    """The synthetic world's simulated 2D teacher (``data/synthetic/teacher.py`` describes its errors).
 
     The world renders each camera's corrupted class map (region confusions, systematic bias, patch-grid
     boundary bleed) as ``Camera.teacher_labels``; here each pair's class becomes a feature
@@ -167,7 +167,7 @@ class SimulatedTeacher(PixelTeacher):
 
     def pixel_features(self, frame: Frame, frame_index: int, pairs: FramePairs,
                        generator: torch.Generator) -> tuple[FramePairs, Tensor]:
-        from clip2scene_core.data.synthetic_teacher import simulated_pixel_features
+        from clip2scene_core.data.synthetic.teacher import simulated_pixel_features
 
         classes = self.pair_classes(frame, pairs)
         if len(classes) and classes.max() > len(self.text_embeddings):

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .labels import SYNTHETIC_CLASSES
+from ..labels import SYNTHETIC_CLASSES
 
 # Label of each class in 1..C (label order of SYNTHETIC_CLASSES).
 LABEL = {name: index + 1 for index, name in enumerate(SYNTHETIC_CLASSES)}
@@ -29,7 +29,7 @@ LABEL = {name: index + 1 for index, name in enumerate(SYNTHETIC_CLASSES)}
 # Primitive kinds.
 BOX, CYLINDER, ELLIPSOID, CONE = 0, 1, 2, 3
 
-# Surface textures (see synthetic_render.shade_albedo).
+# Surface textures (see render.shade_albedo).
 (ROAD_TEXTURE, SIDEWALK_TEXTURE, TERRAIN_TEXTURE, FACADE_TEXTURE, FOLIAGE_TEXTURE, BARK_TEXTURE,
  PLAIN_TEXTURE, GLASS_TEXTURE, CONE_TEXTURE) = range(9)
 

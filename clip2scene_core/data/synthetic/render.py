@@ -1,6 +1,6 @@
 """Ray casting of synthetic scenes: a spinning LiDAR and textured, shaded pinhole cameras.
 
-Both sensors cast rays against the same analytic primitives (``synthetic_scene.Primitives``) plus
+Both sensors cast rays against the same analytic primitives (``scene.Primitives``) plus
 the ground plane, so every point and every pixel carries the label of the surface it hit. Rays are
 organised on a 2-D grid (beams x azimuth steps for the LiDAR, rows x columns for a camera); each
 primitive is tested only against the grid cells its bounds can reach (a pixel rectangle from its
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .synthetic_scene import (
+from .scene import (
     BARK_TEXTURE, BOX, CONE, CONE_TEXTURE, CYLINDER, ELLIPSOID, FACADE_TEXTURE, FOLIAGE_TEXTURE,
     GLASS_TEXTURE, GROUND_OBJECT_ID, LABEL, PLAIN_TEXTURE, ROAD_TEXTURE, SIDEWALK_TEXTURE,
     TERRAIN_TEXTURE, Primitives, Scene, rotation_z,

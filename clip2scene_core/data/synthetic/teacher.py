@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .synthetic_scene import hash_unit
+from .scene import hash_unit
 
 
 @dataclass(frozen=True)

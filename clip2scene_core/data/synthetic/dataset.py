@@ -1,9 +1,9 @@
 """The synthetic world: procedural street scenes as ``Frame`` sequences with exact labels.
 
-Every scene (``synthetic_scene``) is a street built from analytic primitives; the ego drives along it
-and a spinning LiDAR and three pinhole cameras ray-cast the same primitives (``synthetic_render``), so
+Every scene (``scene``) is a street built from analytic primitives; the ego drives along it
+and a spinning LiDAR and three pinhole cameras ray-cast the same primitives (``render``), so
 each point and pixel has a true label; each camera also carries a simulated MaskCLIP-like teacher map
-(``synthetic_teacher``). Frames come at ``frame_interval_s`` (10 Hz); every frame carries the
+(``teacher``). Frames come at ``frame_interval_s`` (10 Hz); every frame carries the
 ``num_sweeps`` previous scans of its sequence as sweeps, newest first (the first frames of a scene use
 pre-roll scans taken before it starts, so every frame has a full set). Everything is deterministic in
 (config, seed): a frame can be generated alone, in any order, with identical arrays.
@@ -42,15 +42,15 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
-from ..frame import Camera, Frame, Sweep
-from . import require_file
-from .labels import SYNTHETIC_CLASSES
-from .synthetic_render import (
+from ...frame import Camera, Frame, Sweep
+from .. import require_file
+from ..labels import SYNTHETIC_CLASSES
+from .render import (
     CameraConfig, CameraRender, LidarConfig, camera_intrinsics, camera_to_ego, lidar_to_ego, render_camera,
     scan_lidar,
 )
-from .synthetic_scene import Scene, SceneConfig, generate_scene
-from .synthetic_teacher import TeacherConfig, simulate_teacher_labels
+from .scene import Scene, SceneConfig, generate_scene
+from .teacher import TeacherConfig, simulate_teacher_labels
 
 logger = logging.getLogger(__name__)
 
