@@ -39,12 +39,13 @@ from pathlib import Path
 
 import torch
 
+from clip2scene_core.checkpoint import load_checkpoint
 from clip2scene_core.model import restore_model
 from clip2scene_core.train.config import merge_config, parse_overrides
 from clip2scene_core.train.evaluation import evaluate_model, evaluate_teacher
 from clip2scene_core.train.pairs import SimulatedTeacher
-from clip2scene_core.train.checkpoint import load_checkpoint
-from clip2scene_core.train.pretrain import CURVE_FILE, DEFAULT_PRETRAIN_CONFIG, MODEL_FILE, pretrain
+from clip2scene_core.train.pretrain import (CURVE_FILE, DEFAULT_PRETRAIN_CONFIG, MODEL_FILE, pretrain,
+                                            recorded_pretrain_config)
 from clip2scene_core.train.splits import open_split
 
 #: Overrides of the full objective per row (config keys of train/pretrain.py).
@@ -53,7 +54,7 @@ ROWS: dict[str, dict] = {
     "w/o StCR": {"loss": {"spatial_temporal_weight": 0.0}},
     "w/o SCR": {"loss": {"semantic_weight": 0.0}, "eval": {"head": "consistency"}},
     "w/o S3": {"s3": {"enabled": False}},
-    "KL": {"kl_distillation": True, "pairs": {"num_sweeps": 1}, "loss": {"spatial_temporal_weight": 0.0},
+    "KL": {"pairs": {"num_sweeps": 1}, "loss": {"spatial_temporal_weight": 0.0, "semantic_loss": "kl"},
            "s3": {"enabled": False}},
     "1 sweep": {"pairs": {"num_sweeps": 1}},
     "full": {},
@@ -130,7 +131,7 @@ def run_row(config: dict) -> dict:
     """Train one (row, seed) run in this process; its final metrics and learning curve."""
     logging.basicConfig(level=logging.WARNING)
     checkpoint = Path(config["out_dir"]) / MODEL_FILE
-    if not checkpoint.is_file() or load_checkpoint(checkpoint)["extra"]["config"] != config:
+    if not checkpoint.is_file() or recorded_pretrain_config(load_checkpoint(checkpoint)) != config:
         checkpoint = pretrain(config)  # else: this exact run is done already (re-running only reprints)
     curve_file = Path(config["out_dir"]) / CURVE_FILE
     curve = [json.loads(line) for line in curve_file.read_text().splitlines()]

@@ -44,7 +44,7 @@ def random_checkpoint(folder: Path, preset: str) -> Path:
     from clip2scene_core.clip.text_encoders import minilm_spec
     from clip2scene_core.data.labels import SYNTHETIC_CLASSES
     from clip2scene_core.model import build_model
-    from clip2scene_core.train.checkpoint import save_checkpoint
+    from clip2scene_core.checkpoint import save_checkpoint
     from clip2scene_core.train.pretrain import MODEL_PRESETS
 
     torch.manual_seed(0)

@@ -16,11 +16,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from clip2scene_core.checkpoint import load_checkpoint
+from clip2scene_core.clip.text_encoders import same_text_space
+from clip2scene_core.device import resolve_device
 from clip2scene_core.frame import Camera, Frame
 from clip2scene_core.geometry import project_points_to_image
 from clip2scene_core.inputs import point_features, sparse_input
 from clip2scene_core.model import restore_model
-from clip2scene_core.train.checkpoint import load_checkpoint
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,25 +39,6 @@ MAX_GRID_CELLS = 2**19
 
 class EncodingCancelled(Exception):
     """`Segmenter.encode_classes` stopped because its ``cancelled`` callback said so."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cpu`` / ``cuda`` / ``cuda:N`` checked against what exists.
-
-    Raises ValueError naming the device and what is wrong (unknown kind, no CUDA, no such GPU).
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kind, _, index = str(device).partition(":")
-    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
-        if index and int(index) >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist: this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-    return torch.device(device)
 
 
 def class_key(name: str) -> str:
@@ -82,30 +65,6 @@ def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
     if duplicates:
         raise ValueError(f"class list has duplicates (compared ignoring case and spaces): {duplicates}")
     return cleaned
-
-
-def validate_prompt_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """Return the templates or raise ValueError naming the first bad one.
-
-    A template must hold exactly one ``{}`` and format with a class name: ``'a {} {x}'`` has one
-    ``{}`` but fails when filled, so each is filled with a test name here, before any encoding.
-    """
-    if isinstance(templates, str):
-        raise ValueError("prompt templates must be a list of strings, not one string")
-    checked = tuple(str(template) for template in templates)
-    if not checked:
-        raise ValueError("prompt template list is empty")
-    for template in checked:
-        if template.count("{}") != 1:
-            raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
-        try:
-            filled = template.format("test name")
-        except (IndexError, KeyError, ValueError) as error:
-            raise ValueError(f"prompt template {template!r} cannot be filled with a class name: "
-                             f"{type(error).__name__} {error}") from None
-        if "test name" not in filled:
-            raise ValueError(f"prompt template {template!r} does not insert the class name")
-    return checked
 
 
 @dataclass(frozen=True)
@@ -205,7 +164,7 @@ class Segmenter:
         ``cancelled`` is asked between steps of `ENCODE_CHUNK` classes; when it returns True the
         encode stops with `EncodingCancelled` (a newer list replaced this one, or the node stops).
         """
-        from clip2scene_core.clip.prompts import TEMPLATES, encode_classes
+        from clip2scene_core.clip.prompts import TEMPLATES, encode_classes, validate_prompt_templates
 
         names = validate_class_names(class_names)
         templates = validate_prompt_templates(prompt_templates or self.prompt_templates or TEMPLATES)
@@ -361,20 +320,6 @@ def build_image_teacher(text_spec: dict, device: torch.device):
     from clip2scene_core.clip.teacher import MaskCLIPTeacher
 
     return MaskCLIPTeacher(str(text_spec["name"]), str(text_spec["weights"]), device)
-
-
-def same_text_space(a: dict, b: dict) -> bool:
-    """True when two text-encoder specs describe the same embedding space.
-
-    Kind and model name must match; open_clip weights must match too (``openai`` and ``laion2b``
-    towers of one architecture are different spaces), compared by file name when given as paths,
-    since a checkpoint written on another machine names that machine's folders.
-    """
-    if (a.get("kind"), a.get("name")) != (b.get("kind"), b.get("name")):
-        return False
-    if a.get("kind") == "open_clip":
-        return Path(str(a.get("weights"))).name == Path(str(b.get("weights"))).name
-    return True
 
 
 def default_text_cache_dir() -> Path:

@@ -73,13 +73,13 @@ def demo_checkpoint(config: Mapping[str, Any], pretrain_config: Mapping[str, Any
     """The shipped checkpoint when it was trained with ``pretrain_config`` (the demo's, from
     :func:`demo_pretrain_config`) and no ``retrain``; else one trained with it, cached in
     ``cache_dir`` by config."""
-    from clip2scene_core.train.checkpoint import load_checkpoint
-    from clip2scene_core.train.pretrain import pretrain
+    from clip2scene_core.checkpoint import load_checkpoint
+    from clip2scene_core.train.pretrain import pretrain, recorded_pretrain_config
 
     identity = training_identity(pretrain_config)
     if config.get("checkpoint") and not retrain:
         shipped = Path(config["checkpoint"])
-        if training_identity(load_checkpoint(shipped)["extra"]["config"]) == identity:
+        if training_identity(recorded_pretrain_config(load_checkpoint(shipped))) == identity:
             LOGGER.info("using the shipped demo checkpoint %s (retrain with --retrain)", shipped)
             return shipped
         LOGGER.warning("%s was trained with another config than %s: training the demo network",
@@ -107,7 +107,7 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
              rate: Optional[float] = None) -> dict[str, Any]:
     """Run the whole demo; returns the report (also written to ``out_dir/report.json``)."""
     from clip2scene_core.segmenter import Segmenter
-    from clip2scene_core.train.checkpoint import load_checkpoint
+    from clip2scene_core.checkpoint import load_checkpoint
     from clip2scene_core.train.pairs import SimulatedTeacher
     from clip2scene_core.visualize import save_cameras_side_by_side_png, save_prediction_vs_truth_png
     from clip2scene_core.data.synthetic.recorded_teacher import RecordedTeacher

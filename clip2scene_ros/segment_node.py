@@ -154,7 +154,8 @@ class SegmentNode(Node):
 
     # -- construction ----------------------------------------------------------------------------
     def _build_segmenter(self, param):
-        from clip2scene_core.segmenter import Segmenter, resolve_device
+        from clip2scene_core.device import resolve_device
+        from clip2scene_core.segmenter import Segmenter
 
         resolve_device(str(param("device")))  # fail on a wrong device before loading anything
         checkpoint = str(param("checkpoint"))
@@ -200,7 +201,8 @@ class SegmentNode(Node):
     # -- parameters ------------------------------------------------------------------------------
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         """Reject bad values with a reason (runs before any value changes, at start-up too)."""
-        from clip2scene_core.segmenter import validate_class_names, validate_prompt_templates
+        from clip2scene_core.clip.prompts import validate_prompt_templates
+        from clip2scene_core.segmenter import validate_class_names
 
         for parameter in parameters:
             try:

@@ -54,7 +54,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from clip2scene_core.clip.text_encoders import minilm_spec
     from clip2scene_core.data.labels import SYNTHETIC_CLASSES
     from clip2scene_core.model import TINY_MODEL_CONFIG, build_model
-    from clip2scene_core.train.checkpoint import save_checkpoint
+    from clip2scene_core.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     config = dict(TINY_MODEL_CONFIG, in_channels=1, text_dim=384)
@@ -77,7 +77,7 @@ def clip_checkpoint(tmp_path_factory) -> Path:
 
     from clip2scene_core.clip.text_encoders import open_clip_spec
     from clip2scene_core.model import TINY_MODEL_CONFIG, build_model
-    from clip2scene_core.train.checkpoint import save_checkpoint
+    from clip2scene_core.checkpoint import save_checkpoint
 
     folder = tmp_path_factory.mktemp("clip_checkpoint")
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip2scene_core.train import checkpoint as checkpoint_module
-from clip2scene_core.train.checkpoint import (
+from clip2scene_core import checkpoint as checkpoint_module
+from clip2scene_core.checkpoint import (
     FORMAT,
     load_checkpoint,
     load_training_state,

@@ -34,14 +34,15 @@ def miniature_config(folder) -> dict:
 
 def test_shipped_demo_checkpoint_is_what_its_config_trains(tmp_path):
     from clip2scene_core.model import restore_model
-    from clip2scene_core.train.checkpoint import load_checkpoint
+    from clip2scene_core.checkpoint import load_checkpoint
+    from clip2scene_core.train.pretrain import recorded_pretrain_config
     from clip2scene_ros.demo import demo_checkpoint, demo_pretrain_config, load_demo_config
 
     config = load_demo_config()
     shipped = Path(config["checkpoint"])
     state = load_checkpoint(shipped)
     pretrain_config = demo_pretrain_config(config)
-    assert state["extra"]["config"] == pretrain_config  # exactly what `clip2scene pretrain --config` records
+    assert recorded_pretrain_config(state) == pretrain_config  # what `clip2scene pretrain --config` records
     restore_model(state["model_config"], state["state_dict"])
     assert state["metrics"]["miou"] > 0
     assert demo_checkpoint(config, pretrain_config, tmp_path / "cache") == shipped  # used without training

@@ -12,7 +12,7 @@ import torch
 
 from clip2scene_core.clip.embedding_file import save_text_embeddings
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
-from clip2scene_core.train.checkpoint import load_checkpoint
+from clip2scene_core.checkpoint import load_checkpoint
 from clip2scene_core.train.distributed import DistributedContext, init_distributed, replicas_in_sync
 
 ROOT = Path(__file__).resolve().parents[1]

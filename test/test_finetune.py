@@ -13,7 +13,7 @@ from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.inputs import frame_features, sparse_input
 from clip2scene_core.model import build_model
 from clip2scene_core.train.batching import LabelledCollator
-from clip2scene_core.train.checkpoint import load_checkpoint
+from clip2scene_core.checkpoint import load_checkpoint
 from clip2scene_core.train.config import build_config
 from clip2scene_core.train.evaluation import evaluate_checkpoint, predict_frame
 from clip2scene_core.train.finetune import (

@@ -14,7 +14,7 @@ from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.model import build_model
 from clip2scene_core.segmenter import ClassSpace, Segmenter
 from clip2scene_core.train.batching import PretrainCollator
-from clip2scene_core.train.checkpoint import FORMAT, load_checkpoint
+from clip2scene_core.checkpoint import FORMAT, load_checkpoint
 from clip2scene_core.train.config import build_config, read_yaml_config
 from clip2scene_core.train.evaluation import predict_frame
 from clip2scene_core.train.losses import (
@@ -157,10 +157,23 @@ def test_kl_row_replaces_eq1_by_logit_distillation(tiny_frames):
     torch.manual_seed(0)
     model = build_model(model_config_for(config, 384)).eval()
     semantic, _ = heads_at_pairs(model, batch, config)
-    losses = pretraining_losses(model, batch, text, {**config, "kl_distillation": True}, 0, 10, torch.Generator())
+    kl = {**config, "loss": {**config["loss"], "semantic_loss": "kl"}}
+    losses = pretraining_losses(model, batch, text, kl, 0, 10, torch.Generator())
     expected = kl_distillation_loss(cosine_logits(semantic, text, 0.5), cosine_logits(batch.pixel_features, text, 0.5))
     torch.testing.assert_close(losses["semantic"], expected)
     torch.testing.assert_close(losses["total"], losses["semantic"] + losses["spatial_temporal"])
+
+
+def test_checkpoints_recording_the_retired_kl_flag_read_as_semantic_loss_kl():
+    from clip2scene_core.train.config import merge_config
+    from clip2scene_core.train.pretrain import DEFAULT_PRETRAIN_CONFIG, recorded_pretrain_config
+
+    old = {key: value for key, value in DEFAULT_PRETRAIN_CONFIG.items()}
+    assert recorded_pretrain_config({"extra": {"config": {**old, "kl_distillation": False}}}) == old
+    upgraded = recorded_pretrain_config({"extra": {"config": {**old, "kl_distillation": True}}})
+    assert upgraded["loss"]["semantic_loss"] == "kl" and "kl_distillation" not in upgraded
+    with pytest.raises(ValueError, match="'kl_distillation' was replaced by 'loss.semantic_loss: kl'"):
+        merge_config(DEFAULT_PRETRAIN_CONFIG, {"kl_distillation": True})
 
 
 def test_cli_pretrain_then_evaluate_writes_the_reports(text_file, tmp_path, capsys):

@@ -18,6 +18,7 @@ from clip2scene_core.clip.prompts import (
     class_prompts,
     encode_classes,
     load_class_vocabulary,
+    validate_prompt_templates,
 )
 from clip2scene_core.clip.text_encoders import TextEncoder
 from clip2scene_core.data.labels import CLASS_NAMES
@@ -184,3 +185,20 @@ def test_encode_text_command_reports_a_missing_vocabulary(tmp_path, caplog):
     missing = tmp_path / "nope.yaml"
     assert cli.main(["encode-text", "--classes", str(missing), "--out", str(tmp_path / "x.pt")]) == 2
     assert str(missing) in caplog.text
+
+
+@pytest.mark.parametrize("templates, message", [
+    ("a {}", "list of strings, not one string"),
+    ([], "list is empty"),
+    (["a photo"], "exactly one"),
+    (["a {} {}"], "exactly one"),
+    (["a {} {x}"], "cannot be filled with a class name"),
+    (["a {0} and {}"], "exactly one|cannot be filled"),
+])
+def test_one_template_validator_serves_inference_and_training(templates, message):
+    with pytest.raises(ValueError, match=message):
+        validate_prompt_templates(templates)
+    # Training encodes its class embeddings through the same check.
+    with pytest.raises(ValueError, match=message):
+        encode_classes(CountingEncoder(), ["car"], templates)
+    assert validate_prompt_templates(["a {}.", "  {} in the scene"]) == ("a {}.", "  {} in the scene")

@@ -10,7 +10,7 @@ import torch
 from clip2scene_core.clip.embedding_file import save_text_embeddings
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.train.batching import epoch_batches
-from clip2scene_core.train.checkpoint import load_checkpoint
+from clip2scene_core.checkpoint import load_checkpoint
 from clip2scene_core.train.config import build_config
 from clip2scene_core.train.finetune import DEFAULT_FINETUNE_CONFIG, finetune
 from clip2scene_core.train.pretrain import DEFAULT_PRETRAIN_CONFIG, pretrain

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from clip2scene_core.frame import Camera
-from clip2scene_core.segmenter import (UNKNOWN_LABEL, Segmenter, resolve_device, same_text_space,
-                                       validate_class_names)
+from clip2scene_core.clip.text_encoders import same_text_space
+from clip2scene_core.device import resolve_device
+from clip2scene_core.segmenter import UNKNOWN_LABEL, Segmenter, validate_class_names
 
 TEMPLATES = ["a photo of a {}."]
 

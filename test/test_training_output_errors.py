@@ -18,7 +18,7 @@ SCENARIO = textwrap.dedent('''
     import subprocess, sys
     from pathlib import Path
     import torch
-    from clip2scene_core.clip.atomic_file import AtomicWriteError, torch_save_atomically
+    from clip2scene_core.atomic_file import AtomicWriteError, torch_save_atomically
 
     folder = Path(sys.argv[1])
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], check=True)

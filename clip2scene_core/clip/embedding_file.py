@@ -12,7 +12,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from clip2scene_core.clip.atomic_file import torch_save_atomically
+from clip2scene_core.atomic_file import torch_save_atomically
 
 TEXT_EMBEDDING_FORMAT = "clip2scene-text/1"
 

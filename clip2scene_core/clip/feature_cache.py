@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from clip2scene_core.clip.atomic_file import torch_save_atomically
+from clip2scene_core.atomic_file import torch_save_atomically
 from clip2scene_core.clip.teacher import MaskCLIPTeacher
 from clip2scene_core.frame import Frame
 

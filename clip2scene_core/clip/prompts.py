@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
-from clip2scene_core.clip.atomic_file import torch_save_atomically
+from clip2scene_core.atomic_file import torch_save_atomically
 from clip2scene_core.clip.text_encoders import TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,30 @@ def _read_cached(path: Path) -> Optional[Tensor]:
         return None
 
 
+def validate_prompt_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Return the templates or raise ValueError naming the first bad one.
+
+    A template must hold exactly one ``{}`` and format with a class name: ``'a {} {x}'`` has one
+    ``{}`` but fails when filled, so each is filled with a test name here, before any encoding.
+    """
+    if isinstance(templates, str):
+        raise ValueError("prompt templates must be a list of strings, not one string")
+    checked = tuple(str(template) for template in templates)
+    if not checked:
+        raise ValueError("prompt template list is empty")
+    for template in checked:
+        if template.count("{}") != 1:
+            raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
+        try:
+            filled = template.format("test name")
+        except (IndexError, KeyError, ValueError) as error:
+            raise ValueError(f"prompt template {template!r} cannot be filled with a class name: "
+                             f"{type(error).__name__} {error}") from None
+        if "test name" not in filled:
+            raise ValueError(f"prompt template {template!r} does not insert the class name")
+    return checked
+
+
 def encode_classes(
     encoder: TextEncoder,
     classes: Sequence[Union[str, ClassPrompt]],
@@ -212,11 +236,9 @@ def encode_classes(
         (C, encoder.dim) float32 CPU tensor, rows L2-normalised.
     """
     items = [as_class_prompt(item) for item in classes]
-    templates = list(templates)
     if not items:
         raise ValueError("classes: empty class list")
-    if not templates or any(t.count("{}") != 1 for t in templates):
-        raise ValueError("templates must be non-empty format strings with exactly one '{}'")
+    templates = list(validate_prompt_templates(templates))
     spec = encoder.spec
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     paths = [cache / f"{_cache_key(spec, templates, item)}.pt" if cache else None for item in items]

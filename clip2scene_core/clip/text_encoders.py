@@ -290,3 +290,17 @@ def build_text_encoder(spec: Mapping[str, Any], device: Union[str, torch.device]
     raise ValueError(
         f"unknown text encoder kind {kind!r} (known: {OPEN_CLIP_KIND!r}, {SENTENCE_TRANSFORMERS_KIND!r})"
     )
+
+
+def same_text_space(a: dict, b: dict) -> bool:
+    """True when two text-encoder specs describe the same embedding space.
+
+    Kind and model name must match; open_clip weights must match too (``openai`` and ``laion2b``
+    towers of one architecture are different spaces), compared by file name when given as paths,
+    since a checkpoint written on another machine names that machine's folders.
+    """
+    if (a.get("kind"), a.get("name")) != (b.get("kind"), b.get("name")):
+        return False
+    if a.get("kind") == "open_clip":
+        return Path(str(a.get("weights"))).name == Path(str(b.get("weights"))).name
+    return True

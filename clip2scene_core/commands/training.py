@@ -48,7 +48,7 @@ def check_writable(folder: Path) -> None:
 
     Raises OSError naming the folder and the reason (read-only, full, not a folder, ...).
     """
-    from clip2scene_core.clip.atomic_file import torch_save_atomically
+    from clip2scene_core.atomic_file import torch_save_atomically
 
     probe = folder / ".clip2scene-write-test"
     try:

@@ -17,6 +17,8 @@ import yaml
 
 #: Keys whose value is free-form (loader options, model overrides): replaced whole, without key checks.
 FREE_FORM_KEYS = ("options", "model")
+#: Retired keys and what replaced them (named in the unknown-key error).
+RETIRED_KEYS = {"kl_distillation": "loss.semantic_loss: kl"}
 
 
 def merge_config(defaults: Mapping[str, Any], override: Optional[Mapping[str, Any]],
@@ -36,6 +38,8 @@ def merge_config(defaults: Mapping[str, Any], override: Optional[Mapping[str, An
     for key, value in (override or {}).items():
         name = f"{where}{key}"
         if key not in merged:
+            if key in RETIRED_KEYS:
+                raise ValueError(f"config key {name!r} was replaced by {RETIRED_KEYS[key]!r}")
             raise ValueError(f"unknown config key {name!r}; known here: {sorted(merged)}")
         if isinstance(merged[key], dict) and isinstance(value, Mapping) and key not in FREE_FORM_KEYS:
             merged[key] = merge_config(merged[key], value, f"{name}.")

@@ -28,7 +28,8 @@ from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
 from clip2scene_core.inputs import frame_features, sparse_input
 from clip2scene_core.model import restore_model
-from clip2scene_core.train.checkpoint import load_checkpoint
+from clip2scene_core.checkpoint import load_checkpoint
+from clip2scene_core.device import resolve_device
 from clip2scene_core.train.config import merge_config
 from clip2scene_core.train.losses import cosine_logits
 from clip2scene_core.train.pairs import PairingOptions, PixelTeacher, SimulatedTeacher, pair_points_with_cameras
@@ -238,8 +239,6 @@ def evaluate_checkpoint(config: Optional[Mapping[str, Any]] = None) -> dict[str,
     Returns:
         ``{"mode", "metrics" (EvaluationResult.metrics), "table" (text), "paths", "teacher_miou"}``.
     """
-    from clip2scene_core.segmenter import resolve_device
-
     cfg = merge_config(DEFAULT_EVALUATE_CONFIG, config)
     if not cfg["checkpoint"]:
         raise ValueError("evaluate needs a checkpoint")

@@ -26,7 +26,7 @@ from clip2scene_core.sparse import SparseTensor
 from clip2scene_core.train.batching import (
     EpochBatches, LabelledBatch, LabelledCollator, batch_loader, batch_to, epoch_batches,
 )
-from clip2scene_core.train.checkpoint import (
+from clip2scene_core.checkpoint import (
     load_checkpoint, load_training_state, save_checkpoint, save_training_state,
 )
 from clip2scene_core.train.config import merge_config

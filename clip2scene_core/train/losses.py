@@ -25,7 +25,7 @@ from clip2scene_core.model.heads import ProjectedFeatures
 
 logger = logging.getLogger(__name__)
 
-SEMANTIC_VARIANTS = ("infonce", "ce")
+SEMANTIC_VARIANTS = ("infonce", "ce", "kl")
 DENOMINATORS = ("negatives", "all")
 REDUCTIONS = ("sum", "mean")
 FUSIONS = ("pixels_and_points", "points_only")
@@ -479,7 +479,7 @@ def kl_distillation_loss(
 class LossConfig:
     """Every knob of the pretraining objective; defaults are the paper's (section 3 and its public code)."""
 
-    semantic_loss: str = "infonce"  # "infonce" (Eq. 1) | "ce" (public code)
+    semantic_loss: str = "infonce"  # "infonce" (Eq. 1) | "ce" (public code) | "kl" (Table 3 "KL" row)
     temperature: float = 0.5  # tau of Eq. 1 (also divides the "ce" logits)
     denominator: str = "negatives"  # Eq. 1 denominator: "negatives" (as printed) | "all"
     semantic_reduction: str = "sum"  # Eq. 1 over present classes: "sum" (paper) | "mean"
@@ -531,6 +531,9 @@ def pretraining_loss(
 
     The pseudo-label of each pair (``argmax_c D(x_i, t_c)``) selects ``t^1`` for Eq. 3; Eq. 1 uses
     ``targets`` when given (e.g. from :func:`switchable_self_training_targets`), else the pseudo-labels.
+    ``config.semantic_loss`` picks the semantic term: Eq. 1 (``infonce``), a per-point cross-entropy
+    to the same targets (``ce``), or :func:`kl_distillation_loss` of the point logits towards the pixel
+    logits (``kl``, which distils whole distributions and so ignores ``targets``).
 
     Args:
         pixel_features: (M, D) CLIP pixel features of the pairs.
@@ -551,10 +554,13 @@ def pretraining_loss(
             semantic_point_features, text, targets, config.temperature, config.denominator,
             config.semantic_reduction,
         )
-    else:
+    elif config.semantic_loss == "ce":
         semantic = semantic_cross_entropy_loss(
             semantic_point_features, text, targets, config.temperature
         )
+    else:
+        semantic = kl_distillation_loss(cosine_logits(semantic_point_features, text, config.temperature),
+                                        cosine_logits(pixel_features, text, config.temperature))
     spatial_temporal = spatial_temporal_consistency_loss(
         pixel_features, consistency_point_features, text[labels], cell_ids,
         lam=config.lam, stop_gradient=config.stop_gradient, fusion=config.fusion,

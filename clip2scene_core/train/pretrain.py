@@ -33,15 +33,14 @@ from clip2scene_core.train.batching import (
     S3_STREAM, AugmentOptions, EpochBatches, PretrainBatch, PretrainCollator, batch_loader, batch_to,
     epoch_batches, step_generator,
 )
-from clip2scene_core.train.checkpoint import load_training_state, save_checkpoint, save_training_state
+from clip2scene_core.checkpoint import load_training_state, save_checkpoint, save_training_state
 from clip2scene_core.train.config import merge_config
 from clip2scene_core.train.distributed import (
     DistributedContext, barrier, init_distributed, replicas_in_sync, shutdown_distributed, wrap_model,
 )
 from clip2scene_core.train.evaluation import evaluate_model
 from clip2scene_core.train.losses import (
-    LossConfig, cosine_logits, kl_distillation_loss, pretraining_loss, pseudo_labels,
-    spatial_temporal_consistency_loss, switchable_self_training_targets, total_loss,
+    LossConfig, pretraining_loss, pseudo_labels, switchable_self_training_targets,
 )
 from clip2scene_core.train.pairs import MaskCLIPPixelTeacher, PairingOptions, PixelTeacher, SimulatedTeacher
 from clip2scene_core.train.schedule import (
@@ -91,7 +90,6 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
     "model": {},  # overrides of the preset (widths, blocks_per_stage, backend)
     "augment": {"enabled": True, "rotate": True, "flip": True, "scale": [0.95, 1.05]},
     "loss": dataclasses.asdict(LossConfig()),  # train/losses.py: Eq. 1-4 options and weights
-    "kl_distillation": False,  # Table 3 "KL": replace Eq. 1 by KL distillation of the pixel logits
     "s3": {"enabled": True, "start_epoch": None, "probability": 0.5},  # start_epoch None = epochs // 2
     "optimizer": dict(DEFAULT_OPTIMIZER_CONFIG),
     "schedule": dict(DEFAULT_SCHEDULE_CONFIG),
@@ -106,6 +104,18 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
     # at the end) into val_curve.jsonl: the learning curve, to see whether training has plateaued.
     "eval": {"enabled": True, "head": "semantic", "every_epochs": None},
 }
+
+
+def recorded_pretrain_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The pretraining config a checkpoint records, in today's keys.
+
+    Checkpoints written before the KL row became ``loss.semantic_loss: kl`` record a top-level
+    ``kl_distillation`` flag instead; the two describe the same training.
+    """
+    config = copy.deepcopy(dict(checkpoint["extra"]["config"]))
+    if config.pop("kl_distillation", False):
+        config["loss"] = {**config["loss"], "semantic_loss": "kl"}
+    return config
 
 
 # -- teacher ---------------------------------------------------------------------------------------
@@ -141,7 +151,7 @@ def build_pixel_teacher(teacher_config: Mapping[str, Any], text: Tensor, split: 
 # -- one step --------------------------------------------------------------------------------------
 def pretraining_losses(model: nn.Module, batch: PretrainBatch, text: Tensor, config: Mapping[str, Any],
                        epoch: int, s3_start_epoch: int, s3_generator: torch.Generator) -> dict[str, Tensor]:
-    """Forward the batch and compute ``L = L_S + L_SSR`` (with S3 targets and the KL variant).
+    """Forward the batch and compute ``L = L_S + L_SSR`` (with S3 targets when enabled).
 
     Returns:
         dict of scalar tensors ``total``, ``semantic``, ``spatial_temporal``, and ``pseudo_labels`` (M,).
@@ -152,15 +162,6 @@ def pretraining_losses(model: nn.Module, batch: PretrainBatch, text: Tensor, con
         heads = model(sparse, rows=inverse[batch.pair_point])
     semantic, consistency = heads["semantic"], heads["consistency"]
     pixel = batch.pixel_features
-    if config["kl_distillation"]:
-        temperature = loss_config.temperature
-        semantic_loss = kl_distillation_loss(cosine_logits(semantic, text, temperature),
-                                             cosine_logits(pixel, text, temperature))
-        labels = pseudo_labels(pixel, text)
-        spatial = spatial_temporal_consistency_loss(pixel, consistency, text[labels], batch.cell_ids,
-                                                    loss_config.lam, loss_config.stop_gradient, loss_config.fusion)
-        return {"total": total_loss(semantic_loss, spatial, loss_config), "semantic": semantic_loss,
-                "spatial_temporal": spatial, "pseudo_labels": labels}
     targets = None
     if config["s3"]["enabled"]:
         targets = switchable_self_training_targets(

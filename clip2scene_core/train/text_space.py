@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 from torch import Tensor
 
 from clip2scene_core.clip.prompts import TEMPLATES, ClassPrompt, encode_classes, load_class_vocabulary
+from clip2scene_core.clip.text_encoders import same_text_space
 
 DEFAULT_TEXT_CONFIG: dict[str, Any] = {
     "encoder": "minilm",
@@ -69,8 +70,6 @@ def class_text_embeddings(text_config: Mapping[str, Any], classes: Sequence[Clas
     and its space must be ``spec`` when given); else the classes encoded through the prompt templates
     by the encoder ``spec`` (default: the configured ``text.encoder``), cached in ``text.cache_dir``.
     """
-    from clip2scene_core.segmenter import same_text_space
-
     names = [c.name for c in classes]
     if stored is not None and list(stored[0]) == names and text_config["templates"] is None and spec is not None:
         return stored[1].float().cpu(), dict(spec)

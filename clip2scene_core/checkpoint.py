@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from clip2scene_core.clip.atomic_file import torch_save_atomically
+from clip2scene_core.atomic_file import torch_save_atomically
 
 logger = logging.getLogger(__name__)
 
