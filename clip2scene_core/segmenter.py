@@ -21,8 +21,9 @@ from clip2scene_core.clip.text_encoders import same_text_space
 from clip2scene_core.device import resolve_device
 from clip2scene_core.frame import Camera, Frame
 from clip2scene_core.geometry import project_points_to_image
-from clip2scene_core.inputs import point_features, sparse_input
+from clip2scene_core.inputs import point_features
 from clip2scene_core.model import restore_model
+from clip2scene_core.model.point_embeddings import point_embeddings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -203,12 +204,7 @@ class Segmenter:
             (N, D) float32 tensor on the segmenter's device.
         """
         features = point_features(self.input_features, len(points), intensity, colors)
-        xyz = torch.from_numpy(np.ascontiguousarray(points, np.float32)).to(self.device)
-        feats = torch.from_numpy(features).to(self.device)
-        sparse, inverse = sparse_input(xyz, feats, self.voxel_size)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
-            voxel_embeddings = self.model(sparse)["semantic"]
-        return torch.nn.functional.normalize(voxel_embeddings.float()[inverse], dim=1)
+        return point_embeddings(self.model, points, features, self.voxel_size)
 
     @torch.inference_mode()
     def segment(self, points: np.ndarray, intensity: Optional[np.ndarray] = None,

@@ -1,8 +1,8 @@
 """Evaluation over a dataset: annotation-free (class text embeddings) or fine-tuned (learned classifier).
 
-Predictions use the Segmenter's network-input path (``inputs.point_features`` + ``inputs.sparse_input``
-on the keyframe, cosine similarity of the L2-normalised point embedding with each class vector), so a
-checkpoint scores the same here as through ``Segmenter``. Prediction index ``k`` is label ``k + 1``
+Predictions use the Segmenter's path (``model.point_embeddings`` on the keyframe, cosine similarity
+of the L2-normalised point embedding with each class vector), so a checkpoint scores the same here as
+through ``Segmenter``. Prediction index ``k`` is label ``k + 1``
 (``frame.py``). Results accumulate in ``evaluate.ConfusionMatrix``.
 
 Also here: the teacher's own projected pseudo-labels (on keyframe points that land in a camera), the
@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from clip2scene_core.checkpoint import load_checkpoint
 from clip2scene_core.clip.prompts import ClassPrompt
+from clip2scene_core.device import resolve_device
 from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
-from clip2scene_core.inputs import frame_features, sparse_input
+from clip2scene_core.inputs import frame_features
 from clip2scene_core.model import restore_model
-from clip2scene_core.checkpoint import load_checkpoint
-from clip2scene_core.device import resolve_device
+from clip2scene_core.model.point_embeddings import point_embeddings
 from clip2scene_core.train.config import merge_config
 from clip2scene_core.train.losses import cosine_logits
 from clip2scene_core.train.pairs import PairingOptions, PixelTeacher, SimulatedTeacher, pair_points_with_cameras
@@ -38,7 +39,6 @@ from clip2scene_core.train.text_space import DEFAULT_TEXT_CONFIG, class_text_emb
 
 logger = logging.getLogger(__name__)
 
-HEADS = ("semantic", "consistency")
 #: Keyframe-only pairing: which keyframe points a camera sees (for the "projected" subset).
 KEYFRAME_PAIRING = PairingOptions(num_sweeps=1)
 
@@ -58,16 +58,8 @@ def predict_frame(model: nn.Module, frame: Frame, class_weights: Tensor, input_f
     Returns:
         (N,) int64 CPU labels in ``1..C``.
     """
-    if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-    device = next(model.parameters()).device
-    points = torch.from_numpy(frame.points).to(device)
-    features = torch.from_numpy(frame_features(frame, input_features)).to(device)
-    sparse, inverse = sparse_input(points, features, voxel_size)
-    with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-        embeddings = model(sparse)[head]
-    point_embeddings = F.normalize(embeddings.float()[inverse], dim=1)
-    similarity = point_embeddings @ F.normalize(class_weights.to(device).float(), dim=1).T
+    embeddings = point_embeddings(model, frame.points, frame_features(frame, input_features), voxel_size, head)
+    similarity = embeddings @ F.normalize(class_weights.to(embeddings.device).float(), dim=1).T
     return similarity.argmax(dim=1).cpu() + 1
 
 
