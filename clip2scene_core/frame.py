@@ -8,6 +8,10 @@ Conventions (all loaders, the synthetic world, training, inference and the ROS n
 * ``labels`` live in the dataset's *evaluation* label space: 0 = ignore, ``1..C`` = classes, and
   ``class_names[c - 1]`` names label ``c``. A prediction index ``k`` over the same class list therefore
   corresponds to label ``k + 1``.
+* ``instances`` (optional, like ``labels``) are per-point object ids, (N,) uint32: 0 = no instance
+  (stuff classes, ignored points); the points of one *thing* object (a car, a pedestrian, ...) share
+  one id, and ids are unique within a scene (one cloud for the real datasets; the synthetic world's
+  are unique within its street and the same in all of its frames). ``None`` = no instance ground truth.
 * ``intensity`` is scaled to [0, 1] by the loader (nuScenes' 0..255 divided by 255; SemanticKITTI's
   remission is already 0..1), so one network input convention serves every sensor.
 * Images are ``(H, W, 3)`` uint8 RGB; per-pixel label maps are ``(H, W)`` int64 in the same label space.
@@ -44,6 +48,19 @@ def _check_per_point(name: str, value: Optional[np.ndarray], count: int, dtype, 
     if array.shape != expected:
         raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
     return array
+
+
+def _check_instances(name: str, value: Optional[np.ndarray], count: int) -> Optional[np.ndarray]:
+    """Per-point instance ids as (N,) uint32; a cast alone would wrap negative or fractional ids."""
+    if value is None:
+        return None
+    array = np.asarray(value)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be integer ids, got dtype {array.dtype}")
+    if array.size and (int(array.min()) < 0 or int(array.max()) > np.iinfo(np.uint32).max):
+        raise ValueError(f"{name} must lie in 0..{np.iinfo(np.uint32).max} (0 = no instance), found "
+                         f"{int(array.min())}..{int(array.max())}")
+    return _check_per_point(name, array, count, np.uint32)
 
 
 @dataclass
@@ -103,6 +120,7 @@ class Sweep:
     ego_to_world: np.ndarray  # (4, 4)
     intensity: Optional[np.ndarray] = None  # (M,) float32
     labels: Optional[np.ndarray] = None  # (M,) int64
+    instances: Optional[np.ndarray] = None  # (M,) uint32, 0 = no instance
 
     def __post_init__(self) -> None:
         self.points = _check_points("sweep points", self.points)
@@ -111,6 +129,7 @@ class Sweep:
         self.ego_to_world = _check_matrix("sweep ego_to_world", self.ego_to_world, (4, 4))
         self.intensity = _check_per_point("sweep intensity", self.intensity, n, np.float32)
         self.labels = _check_per_point("sweep labels", self.labels, n, np.int64)
+        self.instances = _check_instances("sweep instances", self.instances, n)
 
 
 @dataclass
@@ -128,6 +147,7 @@ class Frame:
     cameras: list[Camera] = field(default_factory=list)
     sweeps: list[Sweep] = field(default_factory=list)  # earlier scans, newest first
     frame_id: str = ""  # dataset-specific identifier (sample token, "seq/index", ...)
+    instances: Optional[np.ndarray] = None  # (N,) uint32 object ids, 0 = no instance
 
     def __post_init__(self) -> None:
         self.points = _check_points("points", self.points)
@@ -135,6 +155,7 @@ class Frame:
         self.intensity = _check_per_point("intensity", self.intensity, n, np.float32)
         self.colors = _check_per_point("colors", self.colors, n, np.float32, width=3)
         self.labels = _check_per_point("labels", self.labels, n, np.int64)
+        self.instances = _check_instances("instances", self.instances, n)
         self.lidar_to_ego = _check_matrix("lidar_to_ego", self.lidar_to_ego, (4, 4))
         self.ego_to_world = _check_matrix("ego_to_world", self.ego_to_world, (4, 4))
         self.class_names = tuple(self.class_names)

@@ -17,12 +17,14 @@ from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset, SyntheticWorld
 from clip2scene_core.data.synthetic.render import (
     CameraConfig, LidarConfig, camera_candidates, camera_intrinsics, camera_ray_directions, camera_to_ego,
-    cast_rays, lidar_candidates, lidar_ray_directions, lidar_to_ego, with_ground,
+    cast_rays, lidar_candidates, lidar_ray_directions, lidar_to_ego, scan_lidar, with_ground,
 )
+from clip2scene_core.data.synthetic.scene import BOX, PLAIN_TEXTURE, THING_CLASSES, Primitives, Scene
 from clip2scene_core.data.synthetic.teacher import (
     TeacherConfig, apply_systematic_bias, confuse_regions, patch_vote_labels, region_keys, simulate_teacher_labels,
     simulated_pixel_features,
 )
+from clip2scene_core.frame import Frame
 from clip2scene_core.geometry import project_points_to_image, transform_points
 
 LABEL = {name: i + 1 for i, name in enumerate(SYNTHETIC_CLASSES)}
@@ -45,7 +47,7 @@ def frames() -> list:
 
 
 def assert_frames_equal(a, b) -> None:
-    for name in ("points", "intensity", "labels", "lidar_to_ego", "ego_to_world"):
+    for name in ("points", "intensity", "labels", "instances", "lidar_to_ego", "ego_to_world"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert (a.timestamp, a.frame_id, a.class_names) == (b.timestamp, b.frame_id, b.class_names)
     assert len(a.cameras) == len(b.cameras) and len(a.sweeps) == len(b.sweeps)
@@ -55,7 +57,7 @@ def assert_frames_equal(a, b) -> None:
             np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
     for x, y in zip(a.sweeps, b.sweeps):
         assert x.timestamp == y.timestamp
-        for name in ("points", "intensity", "labels", "lidar_to_ego", "ego_to_world"):
+        for name in ("points", "intensity", "labels", "instances", "lidar_to_ego", "ego_to_world"):
             np.testing.assert_array_equal(getattr(x, name), getattr(y, name), err_msg=name)
 
 
@@ -109,6 +111,70 @@ def test_camera_labels_agree_with_lidar_labels_where_unoccluded_points_project(f
         point_labels = frame.labels[projection.indices[visible]]
         agreements.append(np.mean(point_labels == camera.labels[rows[visible], cols[visible]]))
     assert min(agreements) > 0.9, agreements
+
+
+def boxes_scene(boxes: list[tuple[str, int, tuple, tuple]]) -> Scene:
+    """A still street of axis-aligned boxes: (class name, object id, centre, half extents) each."""
+    count = len(boxes)
+    primitives = Primitives(
+        kind=np.full(count, BOX), center=np.array([b[2] for b in boxes], float),
+        size=np.array([b[3] for b in boxes], float), yaw=np.zeros(count), velocity=np.zeros((count, 3)),
+        label=np.array([LABEL[b[0]] for b in boxes]), object_id=np.array([b[1] for b in boxes]),
+        color=np.full((count, 3), 0.5), texture=np.full(count, PLAIN_TEXTURE), reflectivity=np.full(count, 0.5))
+    return Scene(index=0, primitives=primitives, street_to_world=np.eye(4), lane_lines=np.zeros((0, 2)),
+                 sun_direction=np.array([0.0, 0.0, 1.0]), start_timestamp_ns=0, ego_speed_mps=0.0,
+                 ego_lane_y_m=0.0, ego_wobble_m=0.0, ego_wobble_period_s=10.0, ego_wobble_phase=0.0,
+                 ego_tilt_rad=0.0)
+
+
+def test_two_touching_cars_stay_two_instances_and_stuff_has_none():
+    # Two parked cars bumper to bumper (touching at x = 9 m) beside the sensor, a building behind them.
+    cars = {1: (7.0, -3.0, 0.7), 2: (11.0, -3.0, 0.7)}
+    scene = boxes_scene([("car", 1, cars[1], (2.0, 0.9, 0.4)), ("car", 2, cars[2], (2.0, 0.9, 0.4)),
+                         ("building", 3, (9.0, -12.0, 5.0), (10.0, 3.0, 5.0))])
+    lidar_to_street = np.eye(4)
+    lidar_to_street[2, 3] = 1.8
+    config = LidarConfig(range_noise_m=0.0, dropout=0.0)
+    points, _, labels, instances = scan_lidar(scene, scene.primitives, lidar_to_street, config,
+                                              np.random.default_rng(0))
+    street = points + lidar_to_street[:3, 3]
+    assert instances.dtype == np.uint32
+    assert set(np.unique(instances[labels == LABEL["car"]])) == {1, 2}
+    assert not instances[labels != LABEL["car"]].any()  # road (ground plane) and building: stuff
+    for instance, (x, _, _) in cars.items():
+        mine = street[instances == instance]
+        assert len(mine) > 50
+        assert np.all(np.abs(mine[:, 0] - x) <= 2.0 + 1e-3), instance  # every point on its own car
+
+
+def test_instance_ids_mark_each_thing_object_and_are_zero_for_stuff(frames):
+    things = [LABEL[name] for name in THING_CLASSES]
+    assert set(THING_CLASSES) == {"car", "truck", "pedestrian", "traffic cone", "pole"}
+    for frame in frames:
+        thing = np.isin(frame.labels, things)
+        assert frame.instances.dtype == np.uint32
+        assert not frame.instances[~thing].any() and frame.instances[thing].all()
+        ids = np.unique(frame.instances[thing])
+        assert len(ids) > 20  # the street's cars, poles, cones, pedestrians and the anchor truck
+        for instance in ids:  # one object, one class, one place (a truck is at most 11.5 m long)
+            mine = frame.instances == instance
+            assert len(np.unique(frame.labels[mine])) == 1
+            assert np.ptp(frame.points[mine], axis=0).max() < 12.0
+        for sweep in frame.sweeps:
+            assert sweep.instances is not None and len(sweep.instances) == len(sweep.points)
+    # An object keeps its id from frame to frame (ids are the scene's object ids).
+    shared = np.intersect1d(frames[0].instances[frames[0].instances > 0], frames[1].instances)
+    assert len(shared) > 0.8 * len(np.unique(frames[0].instances[frames[0].instances > 0]))
+
+
+def test_frame_instances_are_uint32_and_bad_ids_are_named():
+    points = np.zeros((3, 3), np.float32)
+    assert Frame(points=points, instances=np.array([0, 7, 7])).instances.dtype == np.uint32
+    for bad, message in ((np.array([0, -1, 2]), "instances must lie in 0..4294967295"),
+                         (np.array([0.0, 1.5, 2.0]), "instances must be integer ids"),
+                         (np.array([1, 2]), r"instances must have shape \(3,\)")):
+        with pytest.raises(ValueError, match=message):
+            Frame(points=points, instances=bad)
 
 
 def test_teacher_pixel_accuracy_is_about_half(frames):
@@ -267,6 +333,21 @@ def test_synth_command_writes_a_folder_that_reads_back_identical_picklable_frame
     for dataset in (stored, generated):  # DataLoader workers receive pickled datasets
         assert_frames_equal(pickle.loads(pickle.dumps(dataset))[1], generated[1])
     assert cli_main(["synth", "--out", str(out), "--scenes", "1"]) == 2  # refuses to overwrite
+
+
+def test_folders_stored_before_instance_ids_read_with_instances_none(tmp_path):
+    out = tmp_path / "world"
+    assert cli_main(["synth", "--out", str(out), "--scenes", "1", "--frames-per-scene", "1", "--seed", "5",
+                     "--config", str(write_small_config(tmp_path))]) == 0
+    assert SyntheticDataset(out, with_cameras=False)[0].instances is not None
+    for scan_file in (out / "scene_0000").glob("scan_*.npz"):
+        arrays = dict(np.load(scan_file))
+        del arrays["instances"]
+        np.savez(scan_file, **arrays)
+    frame = SyntheticDataset(out, with_cameras=False)[0]
+    assert frame.instances is None and all(sweep.instances is None for sweep in frame.sweeps)
+    generated = SyntheticDataset(seed=5, num_scenes=1, frames_per_scene=1, config=SMALL, with_cameras=False)[0]
+    np.testing.assert_array_equal(frame.labels, generated.labels)
 
 
 def test_config_round_trips_through_json_and_rejects_unknown_fields():

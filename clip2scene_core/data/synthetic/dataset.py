@@ -2,7 +2,8 @@
 
 Every scene (``scene``) is a street built from analytic primitives; the ego drives along it
 and a spinning LiDAR and three pinhole cameras ray-cast the same primitives (``render``), so
-each point and pixel has a true label; each camera also carries a simulated MaskCLIP-like teacher map
+each point and pixel has a true label, and each point of a thing object (car, truck, pedestrian,
+traffic cone, pole) its object's instance id; each camera also carries a simulated MaskCLIP-like teacher map
 (``teacher``). Frames come at ``frame_interval_s`` (10 Hz); every frame carries the
 ``num_sweeps`` previous scans of its sequence as sweeps, newest first (the first frames of a scene use
 pre-roll scans taken before it starts, so every frame has a full set). Everything is deterministic in
@@ -16,9 +17,11 @@ frames. On-disk layout (``S`` = num_sweeps, ``F`` = frames per scene; ``.npz`` =
                                     "frames_per_scene", "class_names", "config": SyntheticConfig}
                                    written last: a folder without it is incomplete
     DIR/scene_0000/scan_0000.npz   one LiDAR scan: points (N, 3) float32 LiDAR frame, intensity (N,)
-                                   float32 0..1, labels (N,) int64, timestamp () int64 ns,
-                                   lidar_to_ego (4, 4), ego_to_world (4, 4). Scans 0..S-1 are the
-                                   pre-roll; frame i's own scan is scan S+i (S+F scans per scene)
+                                   float32 0..1, labels (N,) int64, instances (N,) uint32 (0 = stuff),
+                                   timestamp () int64 ns, lidar_to_ego (4, 4), ego_to_world (4, 4).
+                                   Scans 0..S-1 are the pre-roll; frame i's own scan is scan S+i
+                                   (S+F scans per scene). ``instances`` was added without a new
+                                   format: folders written before it read with instances=None
     DIR/scene_0000/frame_0000.npz  scan () and sweep_scans (S,) int64: indices of the frame's scan
                                    and of its sweeps (newest first) - references, not copies;
                                    camera_names (K,) str; per camera k: camera{k}_image (H, W, 3)
@@ -169,10 +172,12 @@ class SyntheticWorld(_CachedScans):
         seconds = self.scan_time(scan)
         ego_to_street = scene.ego_to_street(seconds)
         rng = np.random.default_rng([self.seed, scene_index, scan, _LIDAR_STREAM])
-        points, intensity, labels = scan_lidar(scene, scene.primitives.at_time(seconds),
-                                               ego_to_street @ self._lidar_to_ego, self.config.lidar, rng)
+        points, intensity, labels, instances = scan_lidar(scene, scene.primitives.at_time(seconds),
+                                                          ego_to_street @ self._lidar_to_ego,
+                                                          self.config.lidar, rng)
         return Sweep(points=points, timestamp=scene.timestamp_ns(seconds), lidar_to_ego=self._lidar_to_ego,
-                     ego_to_world=scene.street_to_world @ ego_to_street, intensity=intensity, labels=labels)
+                     ego_to_world=scene.street_to_world @ ego_to_street, intensity=intensity, labels=labels,
+                     instances=instances)
 
     def scan_of(self, frame: int) -> int:
         """Index of frame ``frame``'s own scan (after the ``num_sweeps`` pre-roll scans)."""
@@ -230,10 +235,10 @@ class _StoredWorld(_CachedScans):
     def _build_scan(self, scene: int, scan: int) -> Sweep:
         path = self.root / _scene_folder(scene) / f"scan_{scan:04d}.npz"
         data = _read_npz(path, ("points", "intensity", "labels", "timestamp", "lidar_to_ego",
-                                "ego_to_world"))
+                                "ego_to_world"), optional=("instances",))
         return Sweep(points=data["points"], timestamp=int(data["timestamp"]),
                      lidar_to_ego=data["lidar_to_ego"], ego_to_world=data["ego_to_world"],
-                     intensity=data["intensity"], labels=data["labels"])
+                     intensity=data["intensity"], labels=data["labels"], instances=data.get("instances"))
 
     def _frame_path(self, scene: int, frame: int) -> Path:
         return self.root / _scene_folder(scene) / f"frame_{frame:04d}.npz"
@@ -263,14 +268,14 @@ def _scene_folder(scene: int) -> str:
     return f"scene_{scene:04d}"
 
 
-def _read_npz(path: Path, keys: Sequence[str]) -> dict:
-    """Load ``keys`` from an npz file; a missing file, a damaged archive or a missing key raises an
-    error naming the file."""
+def _read_npz(path: Path, keys: Sequence[str], optional: Sequence[str] = ()) -> dict:
+    """Load ``keys`` and those of ``optional`` present from an npz file; a missing file, a damaged
+    archive or a missing key raises an error naming the file."""
     require_file(path, "synthetic dataset file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in keys if key not in archive.files]
-            arrays = {key: archive[key] for key in keys if key in archive.files}
+            arrays = {key: archive[key] for key in (*keys, *optional) if key in archive.files}
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as error:
         raise ValueError(f"{path} is not a readable synthetic dataset file: {error}") from error
     if missing:
@@ -350,14 +355,14 @@ class SyntheticDataset(Sequence[Frame]):
         sweeps = [self._source.scan(scene, earlier) for earlier in sweep_scans]
         return Frame(points=own.points, timestamp=own.timestamp, intensity=own.intensity,
                      lidar_to_ego=own.lidar_to_ego, ego_to_world=own.ego_to_world, labels=own.labels,
-                     class_names=self.class_names,
+                     instances=own.instances, class_names=self.class_names,
                      cameras=self._source.cameras(scene, frame) if self.with_cameras else [],
                      sweeps=sweeps, frame_id=f"{_scene_folder(scene)}/frame_{frame:04d}")
 
 
 def _scan_arrays(scan: Sweep) -> dict:
     return {"points": scan.points, "intensity": scan.intensity, "labels": scan.labels,
-            "timestamp": np.int64(scan.timestamp), "lidar_to_ego": scan.lidar_to_ego,
+            "instances": scan.instances, "timestamp": np.int64(scan.timestamp), "lidar_to_ego": scan.lidar_to_ego,
             "ego_to_world": scan.ego_to_world}
 
 

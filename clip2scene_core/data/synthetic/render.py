@@ -1,7 +1,8 @@
 """Ray casting of synthetic scenes: a spinning LiDAR and textured, shaded pinhole cameras.
 
 Both sensors cast rays against the same analytic primitives (``scene.Primitives``) plus
-the ground plane, so every point and every pixel carries the label of the surface it hit. Rays are
+the ground plane, so every point and every pixel carries the label of the surface it hit (and every
+point the instance id of its object, every pixel its object id). Rays are
 organised on a 2-D grid (beams x azimuth steps for the LiDAR, rows x columns for a camera); each
 primitive is tested only against the grid cells its bounds can reach (a pixel rectangle from its
 projected box corners, or a beam x azimuth window from its box), and all candidate (ray, primitive)
@@ -496,8 +497,9 @@ def scan_lidar(scene: Scene, primitives: Primitives, lidar_to_street: np.ndarray
                rng: np.random.Generator):
     """One instantaneous LiDAR scan of ``primitives`` (already moved to the scan time).
 
-    Returns ``points`` (N, 3) float32 metres in the LiDAR frame, ``intensity`` (N,) float32 0..1
-    and ``labels`` (N,) int64 in 1..C, ordered azimuth-major (as a spinning sensor emits them).
+    Returns ``points`` (N, 3) float32 metres in the LiDAR frame, ``intensity`` (N,) float32 0..1,
+    ``labels`` (N,) int64 in 1..C and ``instances`` (N,) uint32 (the hit primitive's
+    ``Primitives.instance_ids``: 0 = stuff), ordered azimuth-major (as a spinning sensor emits them).
     Range noise, dropouts and intensity noise come from ``rng``.
     """
     step = 2.0 * math.pi / config.azimuth_steps
@@ -526,7 +528,8 @@ def scan_lidar(scene: Scene, primitives: Primitives, lidar_to_street: np.ndarray
     intensity = np.clip(brightness + intensity_noise[keep_index], 0.0, 1.0)
     ranges = hits.distance[keep_index] + noise[keep_index]
     points = local_dirs[keep_index] * ranges[:, None]
-    return points.astype(np.float32), intensity.astype(np.float32), everything.label[index]
+    return (points.astype(np.float32), intensity.astype(np.float32), everything.label[index],
+            everything.instance_ids()[index])
 
 
 def camera_ray_directions(K: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:

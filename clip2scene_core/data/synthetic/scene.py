@@ -4,11 +4,13 @@ A scene is built in its own *street frame*: x along the street (the ego drives t
 left, z up, the road surface at z = 0. ``Scene.street_to_world`` places the street in a world frame
 (random heading and offset), so poses are not trivially axis-aligned.
 
-Every object is a handful of primitives (see ``Primitives``) that share an object id and move with one
-velocity: buildings and sidewalk slabs are boxes, trees a trunk cylinder plus a crown ellipsoid, cars
+Every object is a handful of primitives (see ``Primitives``) that share an object id (unique within the
+scene) and move with one velocity: buildings and sidewalk slabs are boxes, trees a trunk cylinder plus a crown ellipsoid, cars
 and trucks boxes with ellipsoid wheels, pedestrians a leg cylinder, torso ellipsoid and head sphere,
 traffic cones a cone on a base plate. The ground plane (z = 0) is the road; the sidewalks are slabs
-whose top is the kerb height, and terrain patches sit a few centimetres above them.
+whose top is the kerb height, and terrain patches sit a few centimetres above them. Objects of the
+*thing* classes (``THING_CLASSES``: countable objects) are instances, whose object id is their
+ground-truth instance id; stuff (road, buildings, vegetation, ...) has none.
 
 Randomness comes from seeded ``numpy`` generators and from ``hash_unit``, a counter-based hash, so any
 scene, scan or camera can be regenerated on its own, in any order, with identical results.
@@ -25,6 +27,10 @@ from ..labels import SYNTHETIC_CLASSES
 
 # Label of each class in 1..C (label order of SYNTHETIC_CLASSES).
 LABEL = {name: index + 1 for index, name in enumerate(SYNTHETIC_CLASSES)}
+
+# Countable objects: each car, truck, pedestrian, traffic cone and pole (streetlight or sign) is an
+# instance; the other classes are stuff (a tree or a hedge is vegetation, not an object to count).
+THING_CLASSES = ("pole", "car", "truck", "pedestrian", "traffic cone")
 
 # Primitive kinds.
 BOX, CYLINDER, ELLIPSOID, CONE = 0, 1, 2, 3
@@ -123,6 +129,12 @@ class Primitives:
     def select(self, index: np.ndarray) -> "Primitives":
         """A subset (boolean mask or integer index)."""
         return Primitives(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+
+    def instance_ids(self) -> np.ndarray:
+        """(P,) uint32 ground-truth instance id per primitive: the object id for ``THING_CLASSES``,
+        0 (no instance) for stuff."""
+        things = np.isin(self.label, [LABEL[name] for name in THING_CLASSES])
+        return np.where(things, self.object_id, 0).astype(np.uint32)
 
     def bounding_boxes(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned bounds (lower (P, 3), upper (P, 3)) in the street frame, metres."""
