@@ -175,6 +175,55 @@ def test_missing_and_malformed_files_are_named(root, tmp_path):
         NuScenesDataset(copy)
 
 
+LIDAR_TOKEN = "9d9bf11fb0e144c8b446d54a8a00184f"
+
+
+def write_panoptic(copy: Path, listed: bool) -> np.ndarray:
+    """A panoptic file for the fixture's keyframe from its lidarseg labels (object points numbered
+    1..4 in turn); ``listed`` also registers it in ``panoptic.json``. Returns the values."""
+    lidarseg = np.fromfile(next((copy / "lidarseg" / "v1.0-mini").iterdir()), np.uint8).astype(np.int64)
+    number = np.where((lidarseg >= 1) & (lidarseg <= 23), 1 + np.arange(len(lidarseg)) % 4, 0)
+    values = (lidarseg * 1000 + number).astype(np.uint16)
+    relative = f"panoptic/v1.0-mini/{LIDAR_TOKEN}_panoptic.npz"
+    (copy / relative).parent.mkdir(parents=True)
+    np.savez_compressed(copy / relative, data=values)
+    if listed:
+        record = {"token": LIDAR_TOKEN, "sample_data_token": LIDAR_TOKEN, "filename": relative}
+        (copy / "v1.0-mini" / "panoptic.json").write_text(json.dumps([record]))
+    return values.astype(np.int64)
+
+
+def test_panoptic_files_give_instance_ids_and_none_without_them(root, tmp_path, frame):
+    assert frame.instances is None  # the fixture has no panoptic files
+    for listed in (False, True):
+        copy = copy_tables_and_cloud(root, tmp_path / str(listed))
+        values = write_panoptic(copy, listed)
+        loaded = NuScenesDataset(copy, cameras=())[0]
+        np.testing.assert_array_equal(loaded.labels, frame.labels)
+        evaluated = frame.labels > 0  # lidarseg noise (index 0) has no class, so no instance
+        expected = np.where((values % 1000 > 0) & evaluated, values, 0)
+        np.testing.assert_array_equal(loaded.instances, expected)
+        # 0 and 23 objects: 8 object classes numbered 1..4 each, less where a class has under 4 points
+        assert loaded.instances.dtype == np.uint32 and len(np.unique(loaded.instances)) == 24
+        assert not loaded.instances[~evaluated].any()
+    # Without lidarseg files the panoptic file's class half gives the labels.
+    shutil.rmtree(copy / "lidarseg")
+    (copy / "v1.0-mini" / "lidarseg.json").unlink()
+    np.testing.assert_array_equal(NuScenesDataset(copy, cameras=())[0].labels, frame.labels)
+
+
+def test_malformed_panoptic_file_is_named(root, tmp_path):
+    copy = copy_tables_and_cloud(root, tmp_path)
+    write_panoptic(copy, listed=True)
+    path = copy / "panoptic" / "v1.0-mini" / f"{LIDAR_TOKEN}_panoptic.npz"
+    np.savez_compressed(path, data=np.zeros(5, np.uint16))
+    with pytest.raises(ValueError, match=re.escape(path.name) + ".*expected integer \\(34688,\\)"):
+        NuScenesDataset(copy, cameras=())[0]
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=re.escape(path.name)):
+        NuScenesDataset(copy, cameras=())[0]
+
+
 def test_split_selects_scenes(nusc, root):
     assert len(NuScenesDataset(root, nusc=nusc, split="mini_train")) == 1  # scene-0061 is in mini_train
     assert len(NuScenesDataset(root, nusc=nusc, split="mini_val")) == 0

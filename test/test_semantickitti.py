@@ -83,6 +83,36 @@ def test_label_ids_use_lower_16_bits_and_the_learning_map(tmp_path):
     assert names == ["car", "person", "road", "ignore", "other-vehicle", "traffic-sign", "ignore"]
 
 
+def test_real_scan_instances_are_one_id_per_object_and_zero_for_stuff(real_data):
+    frame = SemanticKittiDataset(real_data / "semantickitti")[0]
+    assert frame.instances.dtype == np.uint32
+    # 11 instance numbers in the file; moving cars and moving persons are both numbered 1..3, so the
+    # cloud holds 14 objects: cars 1, 2, 3, 194, 195, 196, 198; bicycles 24, 25; persons 1, 2, 3, 9, 15.
+    objects = {(int(i) >> 16, SEMANTICKITTI_CLASSES[(int(i) & 0xFFFF) - 1]) for i in np.unique(frame.instances) if i}
+    assert objects == {(n, "car") for n in (1, 2, 3, 194, 195, 196, 198)} | {(24, "bicycle"), (25, "bicycle")} \
+        | {(n, "person") for n in (1, 2, 3, 9, 15)}
+    for instance in np.unique(frame.instances[frame.instances > 0]):
+        assert len(np.unique(frame.labels[frame.instances == instance])) == 1
+    things = np.isin(frame.labels, [SEMANTICKITTI_CLASSES.index(name) + 1 for name in ("car", "bicycle", "person")])
+    assert not frame.instances[~things].any()
+    assert int((frame.instances[things] == 0).sum()) == 3  # 3 person points the file gives no instance
+
+
+def test_instance_ids_keep_the_upper_16_bits_and_the_evaluation_class(tmp_path):
+    raw = np.array([(7 << 16) | 252, (7 << 16) | 10, (7 << 16) | 254, 40, (5 << 16) | 52, 30], dtype=np.uint32)
+    scan = np.zeros((len(raw), 4), np.float32)
+    write_sequence(tmp_path / "sequences" / "04", [scan, scan], [np.eye(4), forward_pose(1.0)], labels=[raw, raw])
+    frame = SemanticKittiDataset(tmp_path)[1]
+    car, person = SEMANTICKITTI_CLASSES.index("car") + 1, SEMANTICKITTI_CLASSES.index("person") + 1
+    # moving-car and car 7 are one object, person 7 another; road, an ignored id and a person
+    # without an instance number have none.
+    assert frame.instances.tolist() == [(7 << 16) | car, (7 << 16) | car, (7 << 16) | person, 0, 0, 0]
+    np.testing.assert_array_equal(frame.sweeps[0].instances, frame.instances)
+    assert SemanticKittiDataset(tmp_path, cameras=False)[0].instances is not None
+    shutil.rmtree(tmp_path / "sequences" / "04" / "labels")
+    assert SemanticKittiDataset(tmp_path)[0].instances is None
+
+
 def test_poses_place_sweeps_in_the_keyframe_lidar_frame(tmp_path):
     # A static landmark 10 m ahead of the first scan; the car drives 1 m forward per scan.
     scans = [np.array([[10.0 - k, 0.0, 0.0, 0.5]], np.float32) for k in range(3)]

@@ -2,13 +2,18 @@
 
 Each frame is one sample's LIDAR_TOP keyframe with its six camera images, up to N earlier LiDAR
 sweeps (walking ``sample_data.prev``) and, where lidarseg labels exist, labels in the 16-class
-evaluation space. Camera extrinsics compose the devkit's chain
+evaluation space. Where nuScenes-panoptic files exist (``panoptic/<version>/<token>_panoptic.npz``,
+listed in ``panoptic.json`` or found at that path; key ``data``: lidarseg index * 1000 + instance
+number, 0 for stuff), ``frame.instances`` is that value for the points of an object of an evaluated
+class (unique within the cloud) and 0 elsewhere; without lidarseg files the labels come from the
+panoptic file's class half, as the devkit's ``gt_from="panoptic"`` reads them. Camera extrinsics compose the devkit's chain
 LiDAR -> ego(t_lidar) -> world -> ego(t_cam) -> camera into ``Camera.lidar_to_camera``.
 """
 from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -16,7 +21,7 @@ import numpy as np
 
 from ..frame import Camera, Frame, Sweep
 from ..geometry import invert_rigid, pose_matrix
-from . import load_rgb_image, read_records
+from . import load_rgb_image, read_records, require_file
 from .labels import NUSCENES_CATEGORY_TO_LABEL, NUSCENES_CLASSES, map_labels
 
 logger = logging.getLogger(__name__)
@@ -27,6 +32,7 @@ CAMERA_CHANNELS = (
 LIDAR_CHANNEL = "LIDAR_TOP"
 VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
 INTENSITY_SCALE = 255.0  # nuScenes stores intensity as 0..255; frames carry 0..1
+PANOPTIC_DIVISOR = 1000  # a panoptic value is lidarseg index * 1000 + instance number
 
 
 def find_version(root: Path) -> str:
@@ -97,6 +103,7 @@ class NuScenesDataset(Sequence[Frame]):
         self.label_table = category_label_table(self.nusc)
         # sample_data token -> lidarseg label file (relative to root)
         self.label_files = {r["sample_data_token"]: r["filename"] for r in getattr(self.nusc, "lidarseg", [])}
+        self.panoptic_files = {r["sample_data_token"]: r["filename"] for r in getattr(self.nusc, "panoptic", [])}
         self.sample_tokens = self._select_samples(split)
 
     def _select_samples(self, split: Optional[str]) -> list[str]:
@@ -122,13 +129,21 @@ class NuScenesDataset(Sequence[Frame]):
         lidar = self.nusc.get("sample_data", sample["data"][LIDAR_CHANNEL])
         cloud = self._read_cloud(lidar)
         lidar_to_ego, ego_to_world = self._sensor_poses(lidar)
+        labels = self._read_labels(lidar["token"], len(cloud))
+        panoptic = self._read_panoptic(lidar["token"], len(cloud))
+        instances = None
+        if panoptic is not None:
+            panoptic_labels = map_labels(panoptic // PANOPTIC_DIVISOR, self.label_table)
+            labels = panoptic_labels if labels is None else labels
+            instances = np.where((panoptic % PANOPTIC_DIVISOR > 0) & (panoptic_labels > 0), panoptic, 0)
         return Frame(
             points=cloud[:, :3],
             intensity=cloud[:, 3] / INTENSITY_SCALE,
             timestamp=int(lidar["timestamp"]) * 1000,
             lidar_to_ego=lidar_to_ego,
             ego_to_world=ego_to_world,
-            labels=self._read_labels(lidar["token"], len(cloud)),
+            labels=labels,
+            instances=instances,
             class_names=self.class_names,
             cameras=[self._camera(sample, channel, lidar_to_ego, ego_to_world) for channel in self.cameras],
             sweeps=self._sweeps(lidar),
@@ -156,6 +171,24 @@ class NuScenesDataset(Sequence[Frame]):
         if len(raw) != num_points:
             raise ValueError(f"nuScenes lidarseg file {path} has {len(raw)} labels for {num_points} points")
         return map_labels(raw, self.label_table)
+
+    def _read_panoptic(self, lidar_token: str, num_points: int) -> Optional[np.ndarray]:
+        """Raw panoptic values (N,) int64 of a keyframe, or None when it has no panoptic file."""
+        if lidar_token in self.panoptic_files:
+            path = require_file(self.root / self.panoptic_files[lidar_token], "nuScenes panoptic file")
+        else:
+            path = self.root / "panoptic" / self.nusc.version / f"{lidar_token}_panoptic.npz"
+            if not path.is_file():
+                return None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                values = archive["data"]
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as error:
+            raise ValueError(f"nuScenes panoptic file {path} is malformed: {error}") from error
+        if values.shape != (num_points,) or not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"nuScenes panoptic file {path} is malformed: 'data' is {values.dtype} "
+                             f"{values.shape}, expected integer ({num_points},)")
+        return values.astype(np.int64)
 
     def _camera(
         self, sample: dict, channel: str, lidar_to_ego: np.ndarray, ego_to_world: np.ndarray

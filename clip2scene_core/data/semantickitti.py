@@ -2,7 +2,11 @@
 
 Layout: ``<root>/sequences/XX/{velodyne/*.bin, labels/*.label, calib.txt, poses.txt[, times.txt]
 [, image_2/*.png]}``. Scans are float32 (N, 4): x, y, z (metres, velodyne frame), remission 0..1.
-Labels are uint32: the lower 16 bits are the raw class id, mapped to the 19 evaluation classes.
+Labels are uint32: the lower 16 bits are the raw class id, mapped to the 19 evaluation classes, and
+the upper 16 bits the instance number of a thing object (0 for stuff). Instances are numbered per class
+(a car and a person can both be instance 1), so ``frame.instances`` keeps the instance number in its
+upper 16 bits and puts the evaluation class in the lower 16: unique within the cloud, 0 where the
+file has no instance or the class is ignored.
 ``poses.txt`` gives camera-0 poses relative to the sequence's first camera-0 frame, so a scan's
 LiDAR pose is ``inv(Tr) @ pose @ Tr`` (world = the first scan's LiDAR frame); ``frame.lidar_to_ego``
 is the identity.
@@ -197,12 +201,14 @@ class SemanticKittiDataset(Sequence[Frame]):
         seq = self.sequences[name]
         scan = int(scan_id)
         points, remission = read_scan(seq.folder / "velodyne" / f"{scan_id}.bin")
+        labels, instances = read_labels(seq.folder, scan_id, len(points))
         return Frame(
             points=points,
             intensity=remission,
             timestamp=seq.timestamp(scan),
             ego_to_world=seq.pose(scan),
-            labels=read_labels(seq.folder, scan_id, len(points)),
+            labels=labels,
+            instances=instances,
             class_names=self.class_names,
             cameras=self._cameras(seq, scan_id, scan),
             sweeps=self._sweeps(seq, scan),
@@ -237,6 +243,7 @@ class SemanticKittiDataset(Sequence[Frame]):
             if not path.is_file() or (now - seq.timestamp(previous)) * 1e-9 > self.max_sweep_seconds:
                 break
             points, remission = read_scan(path)
+            labels, instances = read_labels(seq.folder, scan_id, len(points))
             sweeps.append(
                 Sweep(
                     points=points,
@@ -244,7 +251,8 @@ class SemanticKittiDataset(Sequence[Frame]):
                     timestamp=seq.timestamp(previous),
                     lidar_to_ego=np.eye(4),
                     ego_to_world=seq.pose(previous),
-                    labels=read_labels(seq.folder, scan_id, len(points)),
+                    labels=labels,
+                    instances=instances,
                 )
             )
         return sweeps
@@ -256,12 +264,17 @@ def read_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return scan[:, :3], scan[:, 3]
 
 
-def read_labels(sequence_folder: Path, scan_id: str, num_points: int) -> Optional[np.ndarray]:
-    """19-class labels (N,) int64 of a scan, or None when the sequence has no ``labels/`` folder."""
+def read_labels(sequence_folder: Path, scan_id: str,
+                num_points: int) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """A scan's 19-class labels (N,) int64 and instance ids (N,) uint32 (see the module docstring),
+    or (None, None) when the sequence has no ``labels/`` folder."""
     if not (sequence_folder / "labels").is_dir():
-        return None
+        return None, None
     path = sequence_folder / "labels" / f"{scan_id}.label"
     raw = read_records(path, np.uint32, 1, "SemanticKITTI label file")[:, 0]
     if len(raw) != num_points:
         raise ValueError(f"SemanticKITTI label file {path} has {len(raw)} labels for {num_points} points")
-    return map_labels(raw & 0xFFFF, LABEL_TABLE)
+    labels = map_labels(raw & 0xFFFF, LABEL_TABLE)
+    instance = raw >> 16
+    instances = np.where((instance > 0) & (labels > 0), (instance << 16) | labels.astype(np.uint32), 0)
+    return labels, instances.astype(np.uint32)
