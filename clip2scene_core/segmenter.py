@@ -165,16 +165,16 @@ class Segmenter:
         ``cancelled`` is asked between steps of `ENCODE_CHUNK` classes; when it returns True the
         encode stops with `EncodingCancelled` (a newer list replaced this one, or the node stops).
         """
-        from clip2scene_core.clip.prompts import TEMPLATES, encode_classes, validate_prompt_templates
+        from clip2scene_core.clip.prompts import TEMPLATES, encode_classes
 
         names = validate_class_names(class_names)
-        templates = validate_prompt_templates(prompt_templates or self.prompt_templates or TEMPLATES)
+        templates = prompt_templates or self.prompt_templates or TEMPLATES  # encode_classes checks them
         chunks = []
         for start in range(0, len(names), ENCODE_CHUNK):
             if cancelled is not None and cancelled():
                 raise EncodingCancelled(f"encoding of {len(names)} classes cancelled")
             chunks.append(encode_classes(self.text_encoder, list(names[start:start + ENCODE_CHUNK]),
-                                         templates=list(templates), cache_dir=self.text_cache_dir))
+                                         templates=templates, cache_dir=self.text_cache_dir))
         embeddings = torch.cat(chunks)
         with self._lock:
             self._version += 1

@@ -57,9 +57,9 @@ from clip2scene_core.calibration import calibration_of, read_calibration, write_
 from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
 from clip2scene_ros.camera_input import CameraInput
-from clip2scene_ros.sync import CollectorConfig
 from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, cloud_to_xyz, dtype_to_fields,
                                         make_cloud_array, stamp_to_ns)
+from clip2scene_ros.sync import CollectorConfig
 
 LOGGER = logging.getLogger(__name__)
 
@@ -606,20 +606,20 @@ def segment_bag(path: Union[str, Path], segmenter: Any, schedule: Sequence[Class
         index += 1
 
     with BagFile(path) as bag:
-        bag.require({points_topic: POINT_CLOUD2, **{image_topic(name): IMAGE for name in cameras},
-                     **{camera_info_topic(name): CAMERA_INFO for name in cameras}})
-        topics = {points_topic: None, **{image_topic(name): name for name in cameras},
-                  **{camera_info_topic(name): name for name in cameras}}
-        for topic, log_time, message in tqdm(bag.messages(list(topics)), desc="segment", unit="message"):
+        images = {image_topic(name): name for name in cameras}
+        infos = {camera_info_topic(name): name for name in cameras}
+        bag.require({points_topic: POINT_CLOUD2, **dict.fromkeys(images, IMAGE), **dict.fromkeys(infos, CAMERA_INFO)})
+        for topic, log_time, message in tqdm(bag.messages([points_topic, *images, *infos]), desc="segment",
+                                             unit="message"):
             if camera_input is None:
                 label(message, ())
                 continue
-            if topic == points_topic:
-                camera_input.add_cloud(stamp_to_ns(message.header.stamp), message, now=log_time)
-            elif topic == image_topic(topics[topic]):
-                camera_input.add_image(topics[topic], message, now=log_time)
+            if topic in images:
+                camera_input.add_image(images[topic], message, now=log_time)
+            elif topic in infos:
+                camera_input.add_camera_info(infos[topic], message)
             else:
-                camera_input.add_camera_info(topics[topic], message)
+                camera_input.add_cloud(stamp_to_ns(message.header.stamp), message, now=log_time)
             for synced in camera_input.poll(now=log_time):
                 label(synced.cloud, camera_input.cameras(synced))
         if camera_input is not None:

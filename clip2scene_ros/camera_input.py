@@ -20,16 +20,14 @@ class CameraInput:
 
     Args:
         names: camera names (topics ``<name>/image`` and ``<name>/camera_info``).
-        extrinsics: camera name -> (4, 4) lidar_to_camera (from `clip2scene_core.calibration`).
+        extrinsics: camera name -> (4, 4) lidar_to_camera for every camera in ``names``
+            (`clip2scene_core.calibration.read_calibration` checks that they are all there).
         config: the LiDAR-anchored collector's tolerance, timeout and buffers.
         warn: called with one line for each image or CameraInfo that cannot be used.
     """
 
     def __init__(self, names: Sequence[str], extrinsics: Mapping[str, np.ndarray], config: CollectorConfig,
                  warn: Callable[[str], None]) -> None:
-        missing = [name for name in names if name not in extrinsics]
-        if missing:
-            raise ValueError(f"no lidar_to_camera for camera(s) {missing}")
         self.collector = CameraCollector(names, config)
         self.extrinsics = dict(extrinsics)
         self.intrinsics: dict[str, CameraIntrinsics] = {}
