@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
@@ -124,16 +125,19 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     world = pretrain_config["data"]["options"].get("config") or {}
 
     drive = config["drive"]
-    frames = SyntheticDataset(seed=drive["seed"], num_scenes=1, frames_per_scene=drive["frames"],
-                              config=SyntheticConfig.from_dict(world, f"{config['pretrain_config']} data.options.config"))
+    drive_world = SyntheticDataset(seed=drive["seed"], num_scenes=1, frames_per_scene=drive["frames"],
+                                   config=SyntheticConfig.from_dict(world, f"{config['pretrain_config']} data.options.config"))
     bag = out_dir / "drive"
+    # Rendered once: the export, the teacher's maps and the student/teacher comparison all read them.
+    frames = list(tqdm(drive_world, desc="render", unit="frame"))
     LOGGER.info("recording an unseen synthetic drive (%d frames) to %s", drive["frames"], bag)
     exported = export_frames(frames, bag, SYNTHETIC_CLASSES, dataset="synthetic", total=drive["frames"])
     state = load_checkpoint(checkpoint)
     class_embeddings = state["extra"]["class_embeddings"]
-    sigma = frames.config.teacher.feature_noise_sigma
+    sigma = drive_world.config.teacher.feature_noise_sigma
     # MaskCLIP's stand-in for the camera path: the simulated teacher's view of each drive image.
-    teacher_file = RecordedTeacher.from_frames(frames, class_embeddings, sigma).save(out_dir / "teacher.npz")
+    recorded_teacher = RecordedTeacher.from_frames(frames, class_embeddings, sigma)
+    teacher_file = recorded_teacher.save(out_dir / "teacher.npz")
     camera_names = [camera.name for camera in frames[0].cameras]
 
     trained = list(SYNTHETIC_CLASSES)
@@ -170,7 +174,7 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     camera_recording, camera_live = live_run("cameras", {**node_parameters, **camera_parameters}, camera_topics)
     LOGGER.info("checking the same bag offline (no ROS) with the same Segmenter, LiDAR only and with cameras")
     offline_recording, offline = offline_run(None)
-    camera_offline_recording, camera_offline = offline_run(RecordedTeacher.load(teacher_file))
+    camera_offline_recording, camera_offline = offline_run(recorded_teacher)
 
     # The student against its teacher on the same points: those a camera sees (the only ones the
     # teacher labels), over the whole drive.
