@@ -63,10 +63,14 @@ ROWS: dict[str, dict] = {
     "baseline CE": {"pairs": {"num_sweeps": 1}, "loss": {"spatial_temporal_weight": 0.0, "semantic_loss": "ce"},
                     "s3": {"enabled": False}},
     "full CE": {"loss": {"semantic_loss": "ce"}},
+    # S3 with the points' labels distribution-aligned to the teacher's (calibration A/B, not in the paper)
+    "full aligned": {"s3": {"point_labels": "aligned"}},
+    "w/o StCR aligned": {"loss": {"spatial_temporal_weight": 0.0}, "s3": {"point_labels": "aligned"}},
 }
 DEFAULT_ROWS = ["baseline", "w/o StCR", "KL", "full"]
 PAPER = {"baseline": 15.1, "w/o StCR": 19.8, "w/o SCR": 16.8, "w/o S3": 18.8, "KL": 0.0, "1 sweep": 18.7,
-         "full": 20.8, "5 sweeps": 20.6, "baseline CE": math.nan, "full CE": math.nan}
+         "full": 20.8, "5 sweeps": 20.6, "baseline CE": math.nan, "full CE": math.nan,
+         "full aligned": math.nan, "w/o StCR aligned": math.nan}
 # A lighter LiDAR than the default HDL-32E-like one (a third of the azimuth steps), so each row can train
 # to convergence (~1200 steps) in minutes on a CPU core; cameras and the simulated teacher keep their defaults.
 WORLD = {"lidar": {"azimuth_steps": 360}, "num_sweeps": 4}
@@ -86,7 +90,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=50, help="cosine schedule length (24 steps per epoch)")
     parser.add_argument("--eval-every", type=int, default=5, help="epochs between learning-curve points")
     parser.add_argument("--short-epochs", type=int, default=8,
-                        help="budget of the short full-objective runs of the calibration A/B (0 = skip them)")
+                        help="budget of the short runs of the calibration A/B (0 = skip them)")
+    parser.add_argument("--short-rows", nargs="+", default=["full"],
+                        help="rows also trained at the short budget for the calibration A/B")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.03, help="SGD learning rate (Eq. 1 sums 10 class terms)")
     parser.add_argument("--voxel-size", type=float, default=0.1)
@@ -121,6 +127,11 @@ def prepare_text(path: Path) -> Path:
         save_text_embeddings(path, encode_classes(encoder, classes, TEMPLATES), [c.name for c in classes],
                              encoder.spec, TEMPLATES)
     return path
+
+
+def run_name(row: str) -> str:
+    """The run folder's name of a row (``w/o S3`` -> ``wo_S3``)."""
+    return row.replace("/", "").replace(" ", "_")
 
 
 def percent(value) -> str:
@@ -197,12 +208,14 @@ def main() -> None:
     print("  " + teacher.format_confusions(class_names).replace("\n", "\n  "), flush=True)
 
     jobs = {(row, seed): merge_config(base, {**ROWS[row], "seed": seed, "out_dir": str(
-        out / "runs" / f"{row.replace('/', '').replace(' ', '_')}_seed{seed}")}) for row in rows for seed in args.seeds}
+        out / "runs" / f"{run_name(row)}_seed{seed}")}) for row in rows for seed in args.seeds}
     if args.short_epochs:
-        for seed in args.seeds:
-            jobs[("full short", seed)] = merge_config(base, {
-                "seed": seed, "epochs": args.short_epochs, "eval": {"every_epochs": args.short_epochs},
-                "out_dir": str(out / "runs" / f"full_short_seed{seed}")})
+        for row in args.short_rows:
+            for seed in args.seeds:
+                jobs[(f"{row} short", seed)] = merge_config(base, {
+                    **ROWS[row], "seed": seed, "epochs": args.short_epochs,
+                    "eval": {"every_epochs": args.short_epochs},
+                    "out_dir": str(out / "runs" / f"{run_name(row)}_short_seed{seed}")})
     results: dict[tuple[str, int], dict] = {}
     context = multiprocessing.get_context("spawn")  # fresh interpreters: one torch thread each
     with concurrent.futures.ProcessPoolExecutor(args.parallel, mp_context=context) as pool:
@@ -240,7 +253,8 @@ def main() -> None:
           f"teacher is scored)")
 
     ab = {}
-    budgets = [("full", f"short ({args.short_epochs} epochs)", "full short")] if args.short_epochs else []
+    budgets = [(row, f"short ({args.short_epochs} epochs)", f"{row} short")
+               for row in (args.short_rows if args.short_epochs else [])]
     budgets += [(row, "converged", row) for row in rows]
     print("\ncalibration A/B: class embeddings as trained vs mean-centred before the argmax, mIoU % in view")
     for row, budget, key in budgets:

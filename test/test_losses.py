@@ -8,6 +8,7 @@ import torch
 
 from clip2scene_core.train.losses import (
     LossConfig,
+    aligned_point_labels,
     cosine_logits,
     fuse_cell_features,
     grid_cell_ids,
@@ -433,3 +434,27 @@ def test_factored_head_outputs_give_the_dense_losses_and_gradients(fusion, stop_
             results.append((loss.detach(), h.grad, weight.grad, bias.grad))
         for dense, factored in zip(*results):
             torch.testing.assert_close(factored, dense, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_aligned_point_labels_undo_a_class_the_points_over_predict():
+    # Points of classes 0 and 1 (half each) whose features all lean towards class 0: the argmax
+    # labels nearly every point 0, the teacher's labels say half are 1.
+    text = torch.eye(3, 8, dtype=torch.float64)
+    truth = torch.arange(200) % 2
+    lean = torch.linspace(0.1, 0.5, 200, dtype=torch.float64)
+    points = torch.zeros(200, 8, dtype=torch.float64)
+    points[:, 0] = 1.0 - lean * truth + 0.3 * (1 - truth)
+    points[:, 1] = lean * truth
+    assert (pseudo_labels(points, text) == truth).float().mean() == 0.5  # every point labelled 0
+    aligned = aligned_point_labels(points, text, truth)
+    assert (aligned == truth).float().mean() > 0.8
+    # A student that already matches the teacher's class frequencies keeps its argmax.
+    balanced = torch.eye(3, 8, dtype=torch.float64)[truth] + 0.01
+    torch.testing.assert_close(aligned_point_labels(balanced, text, truth), pseudo_labels(balanced, text))
+
+
+def test_aligned_point_labels_validate_and_accept_an_empty_batch():
+    text = torch.eye(3, 4)
+    assert aligned_point_labels(torch.zeros(0, 4), text, torch.zeros(0, dtype=torch.long)).shape == (0,)
+    with pytest.raises(ValueError, match="pixel_labels must be class indices in 0..2"):
+        aligned_point_labels(torch.ones(2, 4), text, torch.tensor([0, 3]))

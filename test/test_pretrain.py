@@ -18,7 +18,7 @@ from clip2scene_core.checkpoint import FORMAT, load_checkpoint
 from clip2scene_core.train.config import build_config, read_yaml_config
 from clip2scene_core.train.evaluation import predict_frame
 from clip2scene_core.train.losses import (
-    LossConfig, cosine_logits, kl_distillation_loss, pretraining_loss, pseudo_labels,
+    LossConfig, aligned_point_labels, cosine_logits, kl_distillation_loss, pretraining_loss, pseudo_labels,
 )
 from clip2scene_core.train.pairs import PairingOptions, SimulatedTeacher
 from clip2scene_core.train.pretrain import (
@@ -140,7 +140,7 @@ def test_s3_trains_eq1_on_the_points_own_predictions_once_active(tiny_frames):
     batch, text, config = one_batch(tiny_frames)
     torch.manual_seed(0)
     model = build_model(model_config_for(config, 384)).eval()  # eval: BatchNorm gives repeatable outputs
-    always_points = {**config, "s3": {"enabled": True, "start_epoch": 1, "probability": 1.0}}
+    always_points = {**config, "s3": {**config["s3"], "enabled": True, "start_epoch": 1, "probability": 1.0}}
     semantic, consistency = heads_at_pairs(model, batch, config)
     on_points = pretraining_loss(batch.pixel_features, semantic, consistency, text, batch.cell_ids,
                                  pseudo_labels(semantic, text), LossConfig())
@@ -150,6 +150,31 @@ def test_s3_trains_eq1_on_the_points_own_predictions_once_active(tiny_frames):
     torch.testing.assert_close(before["semantic"], on_pixels["semantic"])
     torch.testing.assert_close(after["semantic"], on_points["semantic"])
     assert not torch.allclose(on_points["semantic"], on_pixels["semantic"])
+
+
+def test_aligned_s3_trains_eq1_on_the_points_labels_aligned_with_the_teacher(tiny_frames):
+    batch, text, config = one_batch(tiny_frames)
+    torch.manual_seed(0)
+    model = build_model(model_config_for(config, 384)).eval()
+    aligned = {**config, "s3": {**config["s3"], "enabled": True, "start_epoch": 0, "probability": 1.0,
+                                "point_labels": "aligned"}}
+    semantic, consistency = heads_at_pairs(model, batch, config)
+    targets = aligned_point_labels(semantic, text, pseudo_labels(batch.pixel_features, text), 0.5)
+    expected = pretraining_loss(batch.pixel_features, semantic, consistency, text, batch.cell_ids, targets,
+                                LossConfig())
+    losses = pretraining_losses(model, batch, text, aligned, 0, 0, torch.Generator())
+    torch.testing.assert_close(losses["semantic"], expected["semantic"])
+    with pytest.raises(ValueError, match="s3.point_labels must be one of"):
+        pretraining_losses(model, batch, text, {**aligned, "s3": {**aligned["s3"], "point_labels": "soft"}}, 0, 0,
+                           torch.Generator())
+
+
+def test_checkpoints_from_before_s3_point_labels_read_as_the_argmax():
+    from clip2scene_core.train.pretrain import DEFAULT_PRETRAIN_CONFIG, recorded_pretrain_config
+
+    old = {**DEFAULT_PRETRAIN_CONFIG, "s3": {k: v for k, v in DEFAULT_PRETRAIN_CONFIG["s3"].items()
+                                             if k != "point_labels"}}
+    assert recorded_pretrain_config({"extra": {"config": old}}) == DEFAULT_PRETRAIN_CONFIG
 
 
 def test_kl_row_replaces_eq1_by_logit_distillation(tiny_frames):

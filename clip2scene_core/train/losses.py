@@ -409,6 +409,39 @@ def _projected_consistency_loss(pixel_features: Tensor, points: ProjectedFeature
     return (1.0 - torch.sigmoid(similarity)).mean()
 
 
+S3_POINT_LABELS = ("argmax", "aligned")
+
+
+def aligned_point_labels(point_features: Features, text: Tensor, pixel_labels: Tensor,
+                         temperature: float = 0.5) -> Tensor:
+    """The points' own labels for S3, aligned with the teacher's class distribution of the batch.
+
+    Distribution alignment (Berthelot et al., "ReMixMatch", ICLR 2020, section 3.2): the point class
+    probabilities ``q_i = softmax_c(D(p_i, t_c) / tau)`` are scaled per class by ``pi_c / mean_i q_ic``,
+    where ``pi_c`` is the frequency of class ``c`` among the pixel pseudo-labels of the batch
+    (add-one smoothed), and the label is the argmax of the scaled ``q_i``. A student whose argmax
+    over-predicts a class (Eq. 1 ranks points per class well but calibrates classes against each other
+    poorly) then does not teach itself that bias; no ground truth is used.
+
+    Args:
+        point_features: (M, D) point features (the ``semantic`` head).
+        text: (C, D) class text embeddings.
+        pixel_labels: (M,) int64 pixel pseudo-labels of the same pairs (class indices).
+        temperature: ``tau`` of the point probabilities.
+    Returns:
+        (M,) int64 class indices in ``0..C-1``.
+    """
+    num_classes = text.shape[0]
+    _check_class_indices("pixel_labels", pixel_labels, point_features.shape[0], num_classes)
+    with torch.no_grad():
+        probabilities = torch.softmax(cosine_logits(point_features, text, temperature), dim=1)
+        if probabilities.shape[0] == 0:
+            return pixel_labels.clone()
+        counts = torch.bincount(pixel_labels, minlength=num_classes).to(probabilities.dtype)
+        prior = (counts + 1.0) / (counts.sum() + num_classes)
+        return (probabilities * (prior / probabilities.mean(dim=0).clamp_min(1e-12))).argmax(dim=1)
+
+
 def switchable_self_training_targets(
     pixel_labels: Tensor,
     point_labels: Tensor,

@@ -40,7 +40,8 @@ from clip2scene_core.train.distributed import (
 )
 from clip2scene_core.train.evaluation import evaluate_model
 from clip2scene_core.train.losses import (
-    LossConfig, pretraining_loss, pseudo_labels, switchable_self_training_targets,
+    S3_POINT_LABELS, LossConfig, aligned_point_labels, pretraining_loss, pseudo_labels,
+    switchable_self_training_targets,
 )
 from clip2scene_core.train.pairs import MaskCLIPPixelTeacher, PairingOptions, PixelTeacher, SimulatedTeacher
 from clip2scene_core.train.schedule import (
@@ -90,7 +91,9 @@ DEFAULT_PRETRAIN_CONFIG: dict[str, Any] = {
     "model": {},  # overrides of the preset (widths, blocks_per_stage, backend)
     "augment": {"enabled": True, "rotate": True, "flip": True, "scale": [0.95, 1.05]},
     "loss": dataclasses.asdict(LossConfig()),  # train/losses.py: Eq. 1-4 options and weights
-    "s3": {"enabled": True, "start_epoch": None, "probability": 0.5},  # start_epoch None = epochs // 2
+    # start_epoch None = epochs // 2; point_labels: the points' own targets, "argmax" (the paper) or
+    # "aligned" (the argmax after aligning the class distribution with the teacher's, losses.py)
+    "s3": {"enabled": True, "start_epoch": None, "probability": 0.5, "point_labels": "argmax"},
     "optimizer": dict(DEFAULT_OPTIMIZER_CONFIG),
     "schedule": dict(DEFAULT_SCHEDULE_CONFIG),
     "epochs": 20,
@@ -110,11 +113,13 @@ def recorded_pretrain_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     """The pretraining config a checkpoint records, in today's keys.
 
     Checkpoints written before the KL row became ``loss.semantic_loss: kl`` record a top-level
-    ``kl_distillation`` flag instead; the two describe the same training.
+    ``kl_distillation`` flag instead; the two describe the same training. Those written before
+    ``s3.point_labels`` existed trained S3 on the points' plain argmax.
     """
     config = copy.deepcopy(dict(checkpoint["extra"]["config"]))
     if config.pop("kl_distillation", False):
         config["loss"] = {**config["loss"], "semantic_loss": "kl"}
+    config["s3"] = {"point_labels": "argmax", **config["s3"]}
     return config
 
 
@@ -164,10 +169,21 @@ def pretraining_losses(model: nn.Module, batch: PretrainBatch, text: Tensor, con
     pixel = batch.pixel_features
     targets = None
     if config["s3"]["enabled"]:
+        pixel_labels = pseudo_labels(pixel, text)
         targets = switchable_self_training_targets(
-            pseudo_labels(pixel, text), pseudo_labels(semantic.detach(), text), epoch, s3_start_epoch,
+            pixel_labels, s3_point_labels(semantic, text, pixel_labels, config), epoch, s3_start_epoch,
             s3_generator, config["s3"]["probability"])
     return pretraining_loss(pixel, semantic, consistency, text, batch.cell_ids, targets, loss_config)
+
+
+def s3_point_labels(semantic: Tensor, text: Tensor, pixel_labels: Tensor, config: Mapping[str, Any]) -> Tensor:
+    """The points' own S3 targets as ``s3.point_labels`` asks: ``argmax`` or ``aligned``."""
+    kind = config["s3"]["point_labels"]
+    if kind not in S3_POINT_LABELS:
+        raise ValueError(f"s3.point_labels must be one of {S3_POINT_LABELS}, got {kind!r}")
+    if kind == "aligned":
+        return aligned_point_labels(semantic.detach(), text, pixel_labels, config["loss"]["temperature"])
+    return pseudo_labels(semantic.detach(), text)
 
 
 def optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
