@@ -2,18 +2,19 @@
 
 Thin glue over :class:`clip2scene_core.segmenter.Segmenter`:
 
-* subscribes ``points`` (sensor_msgs/PointCloud2) and, with ``use_cameras``, ``<camera>/image`` +
-  ``<camera>/camera_info`` for each of ``camera_names``;
+* subscribes ``~/input/pointcloud`` (sensor_msgs/PointCloud2) and, with ``use_cameras``,
+  ``~/input/<camera>/image`` + ``~/input/<camera>/camera_info`` for each of ``camera_names``
+  (topic names and the remappings to the earlier ones: :mod:`clip2scene_ros.topics`);
 * a worker thread processes the newest cloud only (queue depth 1; replaced clouds are counted as
   drops), so callbacks never block on the network (:class:`clip2scene_core.cloud_stream.CloudStream`);
-* publishes ``segmented_points`` (x, y, z, intensity, label uint32, score float32, rgb; organised
-  clouds keep height x width), ``class_names`` (latched std_msgs/String: JSON ``{"version",
-  "classes"}``), ``segment_latency`` (std_msgs/Float64, milliseconds from cloud arrival to
+* publishes ``~/output/pointcloud`` (x, y, z, intensity, label uint32, score float32, rgb; organised
+  clouds keep height x width), ``~/output/class_names`` (latched std_msgs/String: JSON ``{"version",
+  "classes"}``), ``~/debug/latency_ms`` (std_msgs/Float64, milliseconds from cloud arrival to
   publication) and ``/diagnostics``;
 * ``class_names`` / ``prompt_templates`` may change at run time: a change is validated in full in the
   parameter callback (rejected with a reason when bad), encoded on a background thread (a newer
   change cancels an older one), and swapped in by the worker between two clouds, after announcing
-  the new list on ``class_names`` (the ordering lives in :mod:`clip2scene_core.cloud_stream`). Every
+  the new list on ``~/output/class_names`` (the ordering lives in :mod:`clip2scene_core.cloud_stream`). Every
   output cloud is therefore preceded by the announcement of the list its labels index;
 * clouds that are lost in transport (best effort) are counted from the DDS "message lost" event, and
   a publisher that is matched but delivers nothing for ``input_timeout`` seconds is reported.
@@ -52,6 +53,7 @@ from clip2scene_core.calibration import read_calibration
 from clip2scene_core.cloud_stream import ClassList, CloudStream
 from clip2scene_core.palette import prediction_colors
 
+from clip2scene_ros import topics
 from clip2scene_ros.camera_input import CameraInput
 from clip2scene_ros.cloud_input import IntensityScale, read_cloud
 from clip2scene_ros.conversions import MessageFormatError, segmented_cloud, stamp_to_ns
@@ -119,15 +121,15 @@ class SegmentNode(Node):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         overridable = QoSOverridingOptions.with_default_policies()
-        self.cloud_publisher = self.create_publisher(PointCloud2, "segmented_points", output_qos,
+        self.cloud_publisher = self.create_publisher(PointCloud2, topics.OUTPUT_POINTCLOUD, output_qos,
                                                      qos_overriding_options=overridable)
-        self.classes_publisher = self.create_publisher(String, "class_names", latched,
+        self.classes_publisher = self.create_publisher(String, topics.OUTPUT_CLASS_NAMES, latched,
                                                        qos_overriding_options=overridable)
-        self.latency_publisher = self.create_publisher(Float64, "segment_latency", output_qos,
+        self.latency_publisher = self.create_publisher(Float64, topics.DEBUG_LATENCY, output_qos,
                                                        qos_overriding_options=overridable)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.cloud_subscription = self.create_subscription(
-            PointCloud2, "points", self._on_cloud, input_qos, qos_overriding_options=overridable,
+            PointCloud2, topics.INPUT_POINTCLOUD, self._on_cloud, input_qos, qos_overriding_options=overridable,
             event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_clouds_lost))
         self.camera_input: Optional[CameraInput] = None
         if bool(param("use_cameras")):
@@ -178,9 +180,9 @@ class SegmentNode(Node):
                             timeout_ns=int(float(param("sync_timeout")) * 1e9)),
             lambda text: self.get_logger().warning(text, throttle_duration_sec=5.0))
         for name in names:
-            self.create_subscription(Image, f"{name}/image",
+            self.create_subscription(Image, topics.camera_image(name),
                                      lambda message, name=name: self._on_image(name, message), qos)
-            self.create_subscription(CameraInfo, f"{name}/camera_info",
+            self.create_subscription(CameraInfo, topics.camera_info(name),
                                      lambda message, name=name: self.camera_input.add_camera_info(name, message),
                                      10)
         self.get_logger().info(f"2D-3D ensemble with cameras {names}")
