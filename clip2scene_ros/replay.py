@@ -35,8 +35,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from clip2scene_ros.bag import (CLASS_NAMES_TOPIC, FLOAT64, LATENCY_TOPIC, POINT_CLOUD2, POINTS_TOPIC,
-                                SEGMENTED_TOPIC, STRING, BagFile, BagWriter, ClassChange, Recording,
-                                changes_at, read_recording, typestore)
+                                SEGMENTED_TOPIC, STRING, BagFile, BagWriter, Recording, read_recording, typestore)
+from clip2scene_ros.bag_evaluation import ClassChange, changes_at
 from clip2scene_ros.conversions import stamp_to_ns
 from clip2scene_ros.topics import legacy_remappings, remap_arguments
 
