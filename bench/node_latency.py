@@ -4,7 +4,7 @@
 
 Without --checkpoint a randomly initialised network (--model default | tiny; MiniLM text space) is used:
 latency does not depend on the weights. End-to-end = publish on ``points`` -> labelled cloud received on
-``segmented_points`` (reliable QoS, one cloud in flight at a time, loopback DDS). Prints p50/p95 and the
+``~/output/pointcloud`` (reliable QoS, one cloud in flight at a time, loopback DDS). Prints p50/p95 and the
 ratio end-to-end / bare (target <= 1.15). ROS traffic stays on this machine
 (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a random domain id).
 """
@@ -23,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+#: The node's output under its own name (no remapping).
+OUTPUT = "/clip2scene_segment/output/pointcloud"
 
 
 def synthetic_cloud(count: int, seed: int) -> dict:
@@ -89,14 +91,14 @@ def node_times(checkpoint: Path, clouds: list, cache: Path) -> list:
     rclpy.init()
     node = rclpy.create_node("latency_bench")
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-    publisher = node.create_publisher(PointCloud2, "points", qos)
+    publisher = node.create_publisher(PointCloud2, "/clip2scene_segment/input/pointcloud", qos)
     received = []
-    node.create_subscription(PointCloud2, "segmented_points", lambda m: received.append(time.perf_counter()), qos)
+    node.create_subscription(PointCloud2, OUTPUT, lambda m: received.append(time.perf_counter()), qos)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         deadline = time.monotonic() + 180
-        while publisher.get_subscription_count() == 0 or node.count_publishers("segmented_points") == 0:
+        while publisher.get_subscription_count() == 0 or node.count_publishers(OUTPUT) == 0:
             if time.monotonic() > deadline or node_process.poll() is not None:
                 raise RuntimeError("the node did not come up")
             executor.spin_once(timeout_sec=0.1)

@@ -1,7 +1,11 @@
-"""rosbag2 files for clip2scene, through the pure-Python ``rosbags`` library (no ROS graph needed).
+"""rosbag2 files for clip2scene, through the pure-Python ``rosbags`` library (no ROS graph needed): the
+topics, message builders, writing and reading. What is done with bags lives beside it:
+:mod:`clip2scene_ros.bag_export` (dataset frames -> bag), :mod:`clip2scene_ros.bag_evaluation`
+(offline segmentation of a bag, scoring against its ground truth) and :mod:`clip2scene_ros.replay`
+(live replay into a running node).
 
-* **Export** (:func:`export_frames`): dataset `Frame`s -> a rosbag2 (mcap by default, or sqlite3) of
-  standard messages, stamped with the frames' own timestamps:
+* **Layout** (what :func:`clip2scene_ros.bag_export.export_frames` writes: a rosbag2, mcap by default
+  or sqlite3, of standard messages stamped with the frames' own timestamps):
 
   ================================  ==========================  ===========================================
   topic                             type                        content
@@ -20,17 +24,14 @@
   ``<bag>/calibration.yaml``, the file the node's ``calibration_file`` parameter reads. The ground-truth
   class list has its own topic rather than ``/class_names`` so that playing the whole bag never talks
   over the node's own ``class_names`` announcements.
+* **Labels**: the ground truth holds the dataset's evaluation labels (1..C, 0 = ignore; the
+  convention of ``clip2scene_core/frame.py``); the node's recorded output holds class indices into
+  the class list it announced (0-based, `clip2scene_core.segmenter.UNKNOWN_LABEL` = unknown), which
+  :func:`clip2scene_core.metrics.to_dataset_labels` turns into labels.
 * **Reading**: :func:`read_input` (frame stamps + ground truth of an exported bag) and
   :func:`read_recording` (what the node published: labelled clouds, class-list announcements and
   latencies), with clear :class:`BagError` messages for missing topics, wrong types and damaged files.
 * **Recording** (:class:`BagWriter`): raw CDR messages from a live replay go straight into a bag.
-* **Offline segmentation** (:func:`segment_bag`): the node's data path (same `Segmenter`, same
-  decoding) run over a bag without ROS.
-* **Evaluation** (:func:`evaluate_recording`): predicted class indices -> dataset labels through class
-  names (with an optional synonym mapping), per-class IoU / mIoU (overall and split at class-list
-  changes), latency percentiles and dropped frames.
-
-Live replay into a running node is in :mod:`clip2scene_ros.replay`.
 """
 from __future__ import annotations
 
@@ -39,11 +40,10 @@ import logging
 import shutil
 import struct
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 from rosbags.rosbag2 import Reader, Writer
@@ -51,15 +51,9 @@ from rosbags.rosbag2.enums import StoragePlugin
 from rosbags.rosbag2.errors import ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
-from tqdm import tqdm
 
-from clip2scene_core.calibration import calibration_of, read_calibration, write_calibration
-from clip2scene_core.evaluate import ConfusionMatrix, json_number
-from clip2scene_core.frame import Frame
-from clip2scene_ros.camera_input import CameraInput
-from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, cloud_to_xyz, dtype_to_fields,
-                                        make_cloud_array, stamp_to_ns)
-from clip2scene_ros.sync import CollectorConfig
+from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, dtype_to_fields, make_cloud_array,
+                                        stamp_to_ns)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -83,10 +77,6 @@ LIDAR_FRAME_ID = "lidar"
 CALIBRATION_FILE = "calibration.yaml"
 METADATA_KEY = "clip2scene.dataset"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-#: Node label of a point under the score threshold (`clip2scene_core.segmenter.UNKNOWN_LABEL`).
-UNKNOWN_INDEX = 0xFFFF
-#: Gap put between two scenes whose clocks restart (the next scene's frames keep their own spacing).
-SCENE_GAP_NS = 100_000_000
 
 
 class BagError(ValueError):
@@ -224,119 +214,6 @@ class BagWriter:
         """Write an already CDR-serialised message (e.g. as received by an rclpy raw subscription)."""
         self._writer.write(self.add_topic(topic, msgtype), int(log_time_ns), data)
         self.counts[topic] += 1
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    """What :func:`export_frames` wrote.
-
-    path: bag folder; frames: clouds written; counts: messages per topic; calibration_file: the YAML
-    written (None without cameras); class_names: the dataset's classes, label order.
-    """
-
-    path: Path
-    frames: int
-    counts: dict[str, int]
-    calibration_file: Optional[Path]
-    class_names: tuple[str, ...]
-
-
-class BagClock:
-    """Strictly increasing bag stamps (ns) from frame timestamps (ns) given in frame order.
-
-    Frames keep their recorded spacing; where the clock does not advance (a dataset of several scenes
-    whose clocks restart) the rest is shifted to start `SCENE_GAP_NS` after the previous frame, so
-    replay order is frame order and every cloud has a unique stamp. ``offset`` is the current shift,
-    to apply to the frame's camera stamps too.
-    """
-
-    def __init__(self) -> None:
-        self.offset = 0
-        self._previous: Optional[int] = None
-
-    def stamp(self, timestamp: int) -> int:
-        """The bag stamp of the next frame, recorded at ``timestamp`` ns."""
-        if timestamp < 0:
-            raise ValueError(f"frame timestamps must be >= 0 ns, got {timestamp}")
-        stamp = int(timestamp) + self.offset
-        if self._previous is not None and stamp <= self._previous:
-            self.offset += self._previous + SCENE_GAP_NS - stamp
-            stamp = self._previous + SCENE_GAP_NS
-        self._previous = stamp
-        return stamp
-
-
-def export_frames(frames: Iterable[Frame], path: Union[str, Path], class_names: Sequence[str],
-                  storage: str = "mcap", dataset: str = "", include_cameras: bool = True,
-                  calibration_file: Optional[Union[str, Path]] = None,
-                  total: Optional[int] = None) -> ExportSummary:
-    """Write frames to a new rosbag2 (topics in the module docstring).
-
-    Args:
-        frames: keyframes in playback order; ``labels`` (N,) in the dataset label space when known
-            (frames without labels get no ground-truth cloud).
-        path: bag folder to create (must not exist).
-        class_names: the dataset's classes, label order (label c = ``class_names[c - 1]``).
-        storage: ``"mcap"`` (default) or ``"sqlite3"``.
-        dataset: dataset kind recorded with the class list (e.g. ``"synthetic"``).
-        include_cameras: also write images, camera infos and calibration.
-        calibration_file: where to write the calibration YAML; default ``<path>/calibration.yaml``.
-        total: number of frames, for the progress bar only.
-    Returns:
-        An :class:`ExportSummary`.
-    """
-    class_names = tuple(str(name) for name in class_names)
-    if not class_names:
-        raise ValueError("class_names is empty: the bag's ground truth needs the dataset's class list")
-    classes_json = json.dumps({"dataset": dataset, "classes": list(class_names)})
-    path = Path(path)
-    calibration: Optional[dict] = None
-    count = 0
-    clock = BagClock()
-    with BagWriter(path, storage) as bag:
-        bag.set_metadata(METADATA_KEY, classes_json)
-        for frame in tqdm(frames, total=total, desc="export", unit="frame"):
-            stamp = clock.stamp(frame.timestamp)
-            if count == 0:
-                bag.write(GROUND_TRUTH_CLASSES_TOPIC, string_message(classes_json), stamp)
-            _write_frame(bag, frame, stamp, clock.offset, class_names, include_cameras)
-            if include_cameras and frame.cameras:
-                frame_calibration = calibration_of(frame.cameras)
-                bag.write(CALIBRATION_TOPIC, string_message(json.dumps(frame_calibration)), stamp)
-                calibration = calibration or frame_calibration
-            count += 1
-        if count == 0:
-            raise ValueError("no frames to export")
-        counts = dict(bag.counts)
-    written_calibration = None
-    if calibration is not None:
-        written_calibration = write_calibration(calibration_file or path / CALIBRATION_FILE, calibration)
-    LOGGER.info("wrote %d frames to %s (%s)", count, path, storage)
-    return ExportSummary(path, count, counts, written_calibration, class_names)
-
-
-def _write_frame(bag: BagWriter, frame: Frame, stamp: int, offset: int, class_names: Sequence[str],
-                 include_cameras: bool) -> None:
-    """One keyframe's messages: cloud, ground truth and (optionally) camera images and intrinsics."""
-    points = frame.points
-    intensity = frame.intensity if frame.intensity is not None else np.zeros(len(points), np.float32)
-    xyz = {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]}
-    bag.write(POINTS_TOPIC, cloud_message({**xyz, "intensity": intensity}, stamp, LIDAR_FRAME_ID), stamp)
-    if frame.labels is not None:
-        if len(frame.labels) and int(frame.labels.max()) > len(class_names):
-            raise ValueError(f"frame {frame.frame_id!r} has label {int(frame.labels.max())} but only "
-                             f"{len(class_names)} classes")
-        labels = frame.labels.astype(np.uint16)
-        bag.write(GROUND_TRUTH_TOPIC, cloud_message({**xyz, "label": labels}, stamp, LIDAR_FRAME_ID), stamp)
-    if not include_cameras:
-        return
-    for camera in frame.cameras:
-        camera_stamp = int(camera.timestamp) + offset if camera.timestamp else stamp
-        bag.write(image_topic(camera.name), image_message(camera.image, camera_stamp, camera.name),
-                  camera_stamp)
-        bag.write(camera_info_topic(camera.name),
-                  camera_info_message(camera.K, (camera.height, camera.width), camera_stamp, camera.name),
-                  camera_stamp)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -496,7 +373,7 @@ def _cloud_field(message: Any, name: str, where: str) -> np.ndarray:
 @dataclass(frozen=True)
 class Prediction:
     """One labelled cloud. stamp: ns (the input cloud's); labels: (N,) uint16 indices into
-    ``class_names`` (`UNKNOWN_INDEX` = unknown); class_names: the list the labels index."""
+    ``class_names`` (`clip2scene_core.segmenter.UNKNOWN_LABEL` = unknown); class_names: the list the labels index."""
 
     stamp: int
     labels: np.ndarray
@@ -537,242 +414,3 @@ def read_recording(path: Union[str, Path]) -> Recording:
                 labels = _cloud_field(message, "label", where).astype(np.uint16)
                 recording.predictions.append(Prediction(stamp_to_ns(message.header.stamp), labels, classes))
     return recording
-
-
-# -- offline segmentation --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ClassChange:
-    """Replace the class list before frame ``frame`` (0-based index of the input clouds)."""
-
-    frame: int
-    class_names: tuple[str, ...]
-
-
-def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) -> dict[int, tuple[str, ...]]:
-    """frame -> class list, checked: frames in ``0..frames-1``, one change per frame, non-empty lists."""
-    changes: dict[int, tuple[str, ...]] = {}
-    for change in schedule:
-        if change.frame < 0:
-            raise ValueError(f"class change at frame {change.frame}: frames count from 0")
-        if frames is not None and change.frame >= frames:
-            raise ValueError(f"class change at frame {change.frame}, but the bag has {frames} frames")
-        if change.frame in changes:
-            raise ValueError(f"two class changes at frame {change.frame}")
-        if not change.class_names:
-            raise ValueError(f"class change at frame {change.frame} has an empty class list")
-        changes[change.frame] = tuple(name.strip() for name in change.class_names)
-    return changes
-
-
-def segment_bag(path: Union[str, Path], segmenter: Any, schedule: Sequence[ClassChange] = (),
-                points_topic: str = POINTS_TOPIC, cameras: Sequence[str] = (),
-                calibration_file: Optional[Union[str, Path]] = None,
-                sync_tolerance_ns: int = CollectorConfig.tolerance_ns) -> Recording:
-    """Label every cloud of a bag with ``segmenter`` (a `clip2scene_core.segmenter.Segmenter`), no ROS.
-
-    Decoding and the `segment` call are the node's, so the labels match a live replay's. With
-    ``cameras`` (the node's ``camera_names``; the segmenter needs an ``image_teacher``), each cloud is
-    paired with the nearest image of every camera as the node pairs them (`CameraInput`, on the bag's
-    log clock) and labelled by the 2D-3D ensemble; ``calibration_file`` defaults to the bag's own
-    ``calibration.yaml``. Latencies are the wall time of decode + segment per cloud (ms).
-    """
-    changes = changes_at(schedule)
-    recording = Recording()
-    camera_input = None
-    if cameras:
-        calibration = read_calibration(calibration_file or Path(path) / CALIBRATION_FILE, cameras)
-        # Every cloud waits for its cameras to settle (the end of the bag releases the rest): offline
-        # nothing is late, so nothing is dropped.
-        camera_input = CameraInput(cameras, calibration, CollectorConfig(
-            tolerance_ns=sync_tolerance_ns, timeout_ns=2**62, image_buffer=64, max_pending=2**20,
-            queue_depth=2**20), lambda text: LOGGER.warning("%s: %s", path, text))
-    index = 0
-
-    def label(message: Any, frame_cameras: Sequence) -> None:
-        nonlocal index
-        if index in changes:
-            segmenter.set_classes(changes[index])
-        start = time.perf_counter()
-        try:
-            cloud = cloud_to_xyz(message, drop_invalid=False)
-        except MessageFormatError as error:
-            raise BagError(f"bag {path} {points_topic} cloud {index}: {error}") from error
-        space = segmenter.class_space
-        result = segmenter.segment(cloud.points, cloud.intensity, cameras=frame_cameras, class_space=space)
-        recording.latencies_ms.append((time.perf_counter() - start) * 1e3)
-        recording.predictions.append(
-            Prediction(stamp_to_ns(message.header.stamp), result.labels, tuple(space.names)))
-        index += 1
-
-    with BagFile(path) as bag:
-        images = {image_topic(name): name for name in cameras}
-        infos = {camera_info_topic(name): name for name in cameras}
-        bag.require({points_topic: POINT_CLOUD2, **dict.fromkeys(images, IMAGE), **dict.fromkeys(infos, CAMERA_INFO)})
-        for topic, log_time, message in tqdm(bag.messages([points_topic, *images, *infos]), desc="segment",
-                                             unit="message"):
-            if camera_input is None:
-                label(message, ())
-                continue
-            if topic in images:
-                camera_input.add_image(images[topic], message, now=log_time)
-            elif topic in infos:
-                camera_input.add_camera_info(infos[topic], message)
-            else:
-                camera_input.add_cloud(stamp_to_ns(message.header.stamp), message, now=log_time)
-            for synced in camera_input.poll(now=log_time):
-                label(synced.cloud, camera_input.cameras(synced))
-        if camera_input is not None:
-            for synced in camera_input.poll(now=2**63 - 1):
-                label(synced.cloud, camera_input.cameras(synced))
-    return recording
-
-
-# -- evaluation ------------------------------------------------------------------------------------
-
-def canonical_class_name(name: str) -> str:
-    """Spelling-insensitive form of a class name: lower case, ``_``/``-`` as spaces, single spaces."""
-    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
-
-
-def dataset_label_table(predicted_names: Sequence[str], dataset_names: Sequence[str],
-                        mapping: Optional[Mapping[str, str]] = None) -> np.ndarray:
-    """(K,) int64: dataset label (1..C) of each predicted class index, 0 where a name is no dataset class.
-
-    A predicted name goes through ``mapping`` (predicted name -> dataset class, e.g. ``automobile ->
-    car``) when listed there, else it must name a dataset class itself. Names compare by
-    :func:`canonical_class_name`. Raises ValueError when ``mapping`` names a class the dataset lacks.
-    """
-    dataset = {canonical_class_name(name): label for label, name in enumerate(dataset_names, start=1)}
-    targets = {canonical_class_name(k): canonical_class_name(v) for k, v in (mapping or {}).items()}
-    unknown = sorted(v for v in targets.values() if v not in dataset)
-    if unknown:
-        raise ValueError(f"class mapping targets {unknown} are not dataset classes {list(dataset_names)}")
-    table = np.zeros(len(predicted_names), np.int64)
-    for index, name in enumerate(predicted_names):
-        key = canonical_class_name(name)
-        table[index] = dataset.get(targets.get(key, key), 0)
-    return table
-
-
-def to_dataset_labels(labels: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(N,) predicted indices (uint16; `UNKNOWN_INDEX` = unknown) -> (N,) int64 dataset labels (0 = none)."""
-    labels = np.asarray(labels).astype(np.int64)
-    inside = labels < len(table)
-    return np.where(inside, table[np.where(inside, labels, 0)], 0)
-
-
-@dataclass
-class Evaluation:
-    """Result of :func:`evaluate_recording`.
-
-    overall: confusion over all evaluated frames; segments: ``(first_frame, end_frame, matrix)`` per
-    stretch between class-list changes (end exclusive); report: the JSON-ready summary.
-    """
-
-    class_names: tuple[str, ...]
-    overall: ConfusionMatrix
-    segments: list[tuple[int, int, ConfusionMatrix]]
-    report: dict[str, Any]
-
-    def format_table(self) -> str:
-        """Text report: per-class table, per-segment mIoU, latency and drops."""
-        report = self.report
-        lines = [self.overall.format_table(self.class_names), ""]
-        if len(self.segments) > 1:
-            for segment in report["segments"]:
-                lines.append(f"frames {segment['first_frame']:>4}..{segment['last_frame']:<4} "
-                             f"mIoU {_percent(segment['miou']):>6} %   classes {segment['class_lists']}")
-            lines.append("")
-        latency = report["latency_ms"]
-        lines.append(f"latency p50 {_number(latency['p50'])} ms, p95 {_number(latency['p95'])} ms "
-                     f"({latency['count']} clouds)")
-        lines.append(f"frames {report['frames']}, evaluated {report['evaluated']}, "
-                     f"dropped {report['dropped']}"
-                     + (f" (frames {report['dropped_frames']})" if report["dropped"] else ""))
-        return "\n".join(lines)
-
-
-def _percent(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _number(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _percentile(values: np.ndarray, q: float) -> Optional[float]:
-    return json_number(float(np.percentile(values, q))) if len(values) else None
-
-
-def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
-                       mapping: Optional[Mapping[str, str]] = None,
-                       schedule: Sequence[ClassChange] = ()) -> Evaluation:
-    """Score a recording against an exported bag's ground truth.
-
-    Args:
-        ground_truth: from :func:`read_input`.
-        recording: from :func:`read_recording` (live) or :func:`segment_bag` (offline).
-        mapping: predicted class name -> dataset class (synonyms); default identity by name.
-        schedule: the class-list changes of the run; the report splits mIoU at each change frame > 0.
-    Returns:
-        An :class:`Evaluation`. Input clouds without an output are reported as dropped; an output
-        whose point count differs from the ground truth raises :class:`BagError`.
-    """
-    names = ground_truth.class_names
-    frame_of = {stamp: index for index, stamp in enumerate(ground_truth.stamps)}
-    boundaries = sorted({0, *changes_at(schedule, len(ground_truth.stamps))})
-    ends = boundaries[1:] + [len(ground_truth.stamps)]
-    overall = ConfusionMatrix(len(names))
-    segments = [(start, end, ConfusionMatrix(len(names))) for start, end in zip(boundaries, ends)]
-    class_lists: list[list[tuple[str, ...]]] = [[] for _ in segments]
-    evaluated: set[int] = set()
-    tables: dict[tuple[str, ...], np.ndarray] = {}
-    for prediction in recording.predictions:
-        frame = frame_of.get(prediction.stamp)
-        if frame is None:
-            LOGGER.warning("ignoring an output cloud with stamp %d ns: no input cloud has it",
-                           prediction.stamp)
-            continue
-        if frame in evaluated:
-            LOGGER.warning("ignoring a second output for frame %d", frame)
-            continue
-        truth = ground_truth.labels[prediction.stamp]
-        if len(prediction.labels) != len(truth):
-            raise BagError(f"output for frame {frame} has {len(prediction.labels)} points, its input "
-                           f"{len(truth)}")
-        if prediction.class_names not in tables:
-            tables[prediction.class_names] = dataset_label_table(prediction.class_names, names, mapping)
-            unmatched = [n for n, label in zip(prediction.class_names, tables[prediction.class_names])
-                         if label == 0]
-            if unmatched:
-                LOGGER.warning("classes %s match no dataset class (%s); their points count as wrong",
-                               unmatched, list(names))
-        predicted = to_dataset_labels(prediction.labels, tables[prediction.class_names])
-        overall.update(predicted, truth)
-        segment = next(i for i, (start, end, _) in enumerate(segments) if start <= frame < end)
-        segments[segment][2].update(predicted, truth)
-        if prediction.class_names not in class_lists[segment]:
-            class_lists[segment].append(prediction.class_names)
-        evaluated.add(frame)
-    dropped = sorted(set(range(len(ground_truth.stamps))) - evaluated)
-    latencies = np.asarray(recording.latencies_ms, np.float64)
-    report = {
-        "complete": True,
-        "class_names": list(names),
-        "frames": len(ground_truth.stamps),
-        "evaluated": len(evaluated),
-        "dropped": len(dropped),
-        "dropped_frames": dropped,
-        "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
-                       "count": int(len(latencies))},
-        "miou": json_number(overall.miou()),
-        "overall": overall.to_dict(names),
-        "segments": [
-            {"first_frame": start, "last_frame": end - 1, "class_lists": [list(c) for c in lists],
-             "miou": json_number(matrix.miou()), "metrics": matrix.to_dict(names)}
-            for (start, end, matrix), lists in zip(segments, class_lists)
-        ],
-        "mapping": dict(mapping or {}),
-    }
-    return Evaluation(names, overall, segments, report)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
-from clip2scene_core.evaluate import ConfusionMatrix, json_number
+from clip2scene_core.metrics import ConfusionMatrix, json_number
 from clip2scene_ros.package_files import package_file
 
 LOGGER = logging.getLogger(__name__)
@@ -112,8 +112,9 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     from clip2scene_core.train.pairs import SimulatedTeacher
     from clip2scene_core.visualize import save_cameras_side_by_side_png, save_prediction_vs_truth_png
     from clip2scene_core.data.synthetic.recorded_teacher import RecordedTeacher
-    from clip2scene_ros.bag import (ClassChange, camera_info_topic, evaluate_recording, export_frames, image_topic,
-                                    read_input, segment_bag)
+    from clip2scene_ros.bag import camera_info_topic, image_topic, read_input
+    from clip2scene_ros.bag_evaluation import ClassChange, evaluate_recording, segment_bag
+    from clip2scene_ros.bag_export import export_frames
     from clip2scene_ros.replay import replay_bag, running_segment_node
 
     out_dir = Path(out_dir)
@@ -231,7 +232,7 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
 
 def recorded_dataset_labels(recording, stamps, mapping: Mapping[str, str]) -> list[Optional[np.ndarray]]:
     """Per drive frame (bag order), the node's labels in the dataset's label space (None = dropped)."""
-    from clip2scene_ros.bag import dataset_label_table, to_dataset_labels
+    from clip2scene_core.metrics import dataset_label_table, to_dataset_labels
 
     by_stamp = {prediction.stamp: prediction for prediction in recording.predictions}
     labels = []

@@ -35,9 +35,10 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from clip2scene_ros.bag import (CLASS_NAMES_TOPIC, FLOAT64, LATENCY_TOPIC, POINT_CLOUD2, POINTS_TOPIC,
-                                SEGMENTED_TOPIC, STRING, BagFile, BagWriter, ClassChange, Recording,
-                                changes_at, read_recording, typestore)
+                                SEGMENTED_TOPIC, STRING, BagFile, BagWriter, Recording, read_recording, typestore)
+from clip2scene_ros.bag_evaluation import ClassChange, changes_at
 from clip2scene_ros.conversions import stamp_to_ns
+from clip2scene_ros.topics import legacy_remappings, remap_arguments
 
 LOGGER = logging.getLogger(__name__)
 
@@ -306,12 +307,15 @@ def _wait_for_output(replayer: _Replayer, stamp: int, frame: int, timeout: float
 
 def node_arguments(checkpoint: Union[str, Path], parameters: Mapping[str, Any],
                    points_topic: str = POINTS_TOPIC) -> list[str]:
-    """argv that runs the segmentation node with ``checkpoint``, ``parameters`` and its input remapped."""
+    """argv that runs the segmentation node with ``checkpoint`` and ``parameters``, its input remapped
+    to ``points_topic`` and its other topics to the names the bag tools read (`ReplayTopics`: the
+    node's earlier names, as launch/segment.launch.py gives them)."""
     argv = [sys.executable, "-m", "clip2scene_ros.segment_node", "--ros-args",
             "-p", f"checkpoint:={Path(checkpoint).resolve()}"]
     for name, value in parameters.items():
         argv += ["-p", f"{name}:={json.dumps(value)}"]  # JSON values are valid YAML for -p
-    return argv + ["-r", f"points:={points_topic}"]
+    return argv + remap_arguments(legacy_remappings(points_topic,
+                                                    camera_names=parameters.get("camera_names", ())))
 
 
 @contextmanager

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 
+from clip2scene_ros.topics import INPUT_POINTCLOUD, OUTPUT_CLASS_NAMES, OUTPUT_POINTCLOUD, legacy_remappings
 from ros_harness import RosProcess, spin_until
 
 
@@ -21,7 +22,10 @@ def make_cloud_columns(seed: int, count: int = 3000) -> dict:
 class NodeClient:
     """Publishes clouds to the node, collects its outputs and talks to its parameter service."""
 
-    def __init__(self, context, namespace: str = "", node_name: str = "clip2scene_segment") -> None:
+    def __init__(self, context, namespace: str = "", node_name: str = "clip2scene_segment",
+                 launched: bool = False) -> None:
+        """``launched``: the node runs under launch/segment.launch.py's remappings (its earlier topic
+        names, in its namespace); otherwise it has its own ``~/input/...`` / ``~/output/...`` names."""
         import rclpy
         from rcl_interfaces.srv import SetParameters
         from rclpy.executors import SingleThreadedExecutor
@@ -35,12 +39,14 @@ class NodeClient:
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.publisher = self.node.create_publisher(PointCloud2, "points", reliable)
+        names = dict(legacy_remappings()) if launched else {}
+        topic = lambda name: names.get(name, name.replace("~", node_name, 1))  # noqa: E731
+        self.publisher = self.node.create_publisher(PointCloud2, topic(INPUT_POINTCLOUD), reliable)
         self.outputs: list = []
         self.announcements: list[dict] = []
-        self.node.create_subscription(PointCloud2, "segmented_points", self.outputs.append, reliable)
-        self.node.create_subscription(
-            String, "class_names", lambda m: self.announcements.append(json.loads(m.data)), latched)
+        self.node.create_subscription(PointCloud2, topic(OUTPUT_POINTCLOUD), self.outputs.append, reliable)
+        self.node.create_subscription(String, topic(OUTPUT_CLASS_NAMES),
+                                      lambda m: self.announcements.append(json.loads(m.data)), latched)
         self.set_parameters = self.node.create_client(
             SetParameters, f"{namespace.rstrip('/')}/{node_name}/set_parameters")
         self.diagnostics: dict[str, str] = {}

@@ -12,8 +12,8 @@ from clip2scene_core import cli
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset, write_synthetic_dataset
 from clip2scene_core.data.synthetic.render import CameraConfig, LidarConfig
 from clip2scene_core.frame import Frame
-from clip2scene_ros.bag import (GROUND_TRUTH_CLASSES_TOPIC, METADATA_KEY, SCENE_GAP_NS, BagClock, BagFile,
-                                export_frames, read_input)
+from clip2scene_ros.bag import GROUND_TRUTH_CLASSES_TOPIC, METADATA_KEY, BagFile, read_input
+from clip2scene_ros.bag_export import SCENE_GAP_NS, BagClock, export_frames
 
 # A small world: 8 beams, tiny images, no sweeps, so a frame takes well under a second.
 TINY_WORLD = SyntheticConfig(lidar=LidarConfig(beams=8, azimuth_steps=256),

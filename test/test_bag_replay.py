@@ -15,12 +15,13 @@ from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import SyntheticConfig, SyntheticDataset
 from clip2scene_core.data.synthetic.render import LidarConfig
 from clip2scene_core.frame import Frame
+from clip2scene_core.metrics import dataset_label_table, to_dataset_labels
+from clip2scene_core.segmenter import UNKNOWN_LABEL
 from clip2scene_ros.bag import (CLASS_NAMES_TOPIC, GROUND_TRUTH_CLASSES_TOPIC, GROUND_TRUTH_TOPIC,
-                                POINT_CLOUD2, POINTS_TOPIC, SEGMENTED_TOPIC, UNKNOWN_INDEX, BagError,
-                                BagWriter, ClassChange,
-                                GroundTruth, Prediction, Recording, dataset_label_table, evaluate_recording,
-                                export_frames, read_input, read_recording, segment_bag, string_message,
-                                to_dataset_labels)
+                                POINT_CLOUD2, POINTS_TOPIC, SEGMENTED_TOPIC, BagError, BagWriter,
+                                GroundTruth, Prediction, Recording, read_input, read_recording, string_message)
+from clip2scene_ros.bag_evaluation import ClassChange, evaluate_recording, segment_bag
+from clip2scene_ros.bag_export import export_frames
 from ros_harness import RosProcess
 
 TEMPLATES = ["a photo of a {} in the scene."]  # one template keeps text encoding quick
@@ -70,7 +71,7 @@ def test_predicted_names_map_to_dataset_labels_by_name_or_synonym():
     table = dataset_label_table(["automobile", "Traffic-Cone", "road", "sky"], SYNTHETIC_CLASSES,
                                 {"automobile": "car"})
     assert table.tolist() == [7, 10, 1, 0]  # car, traffic cone (spelling-insensitive), road, no class
-    labels = np.array([0, 1, 2, 3, UNKNOWN_INDEX, 4], np.uint16)
+    labels = np.array([0, 1, 2, 3, UNKNOWN_LABEL, 4], np.uint16)
     assert to_dataset_labels(labels, table).tolist() == [7, 10, 1, 0, 0, 0]
     with pytest.raises(ValueError, match="'lorry'.* not dataset classes"):
         dataset_label_table(["truck"], SYNTHETIC_CLASSES, {"truck": "lorry"})

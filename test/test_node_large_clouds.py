@@ -109,7 +109,7 @@ def test_acceptance_30_s_at_10_hz_through_ros2_launch(ros_env, tiny_checkpoint, 
     argv = [str(ros2), "launch", "clip2scene_ros", "segment.launch.py", f"checkpoint:={tiny_checkpoint}",
             "device:=cpu"]
     with RosProcess("ros2_launch", argv, tmp_path) as node:
-        client = NodeClient(rclpy_context)
+        client = NodeClient(rclpy_context, launched=True)
         try:
             client.wait_until_connected(node)
             sent, counts = run_stream(client, node, tmp_path, f"stream_{qos}", rate=10.0, count=300, qos=qos)

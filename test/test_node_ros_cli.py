@@ -130,7 +130,7 @@ def test_ros2_launch_with_a_namespace_param_set_and_a_labelled_cloud(ros2, tiny_
         assert "duplicates" in said
         ros2_until(ros2, ["param", "set", "--no-daemon", node, "class_names", "['car', 'road', 'tree']"],
                    "successful")
-        client = NodeClient(rclpy_context, namespace="/robot1")
+        client = NodeClient(rclpy_context, namespace="/robot1", launched=True)  # the earlier names
         try:
             client.wait_until_connected(launch)
             from rclpy.qos import ReliabilityPolicy

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 from node_client import NodeClient, make_cloud_columns
 from ros_harness import ROOT, RosProcess, spin_until
@@ -253,8 +254,8 @@ def test_installed_executable_runs_with_the_params_file(ros_env, tiny_checkpoint
     argv = [str(executable), "--ros-args", "-r", "__node:=clip2scene_segment",
             "--params-file", str(ROOT / "config" / "segment.yaml"), "-p", f"checkpoint:={tiny_checkpoint}",
             "-p", f"prompt_templates:={json.dumps(TEMPLATES)}", "-p", f"text_cache_dir:={tmp_path}",
-            "-p", "reliability:=reliable", "-p", "sparse_backend:=pure", "-r", "points:=/launch_test/points",
-            "-r", "segmented_points:=/launch_test/segmented"]
+            "-p", "reliability:=reliable", "-p", "sparse_backend:=pure", "-r", "~/input/pointcloud:=/launch_test/points",
+            "-r", "~/output/pointcloud:=/launch_test/segmented"]
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -310,3 +311,22 @@ def test_intensities_of_0_to_255_are_scaled_once_automatically(client, node_proc
     np.testing.assert_array_equal(output["intensity"], raw["intensity"])  # published as sent
     client.send(make_cloud(raw))
     assert node_process.output().count("intensity_scale auto") == 1
+
+
+def test_launch_file_keeps_the_earlier_topic_names(tmp_path):
+    pytest.importorskip("launch_ros", reason="ROS 2 launch is not installable here")
+    import importlib.util
+
+    from clip2scene_ros.topics import legacy_remappings
+
+    spec = importlib.util.spec_from_file_location("segment_launch", ROOT / "launch" / "segment.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = tmp_path / "cameras.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"camera_names": ["front", "right"]}}}))
+    assert module.camera_names(str(params)) == ["front", "right"]
+    assert module.camera_names(str(ROOT / "config" / "segment.yaml")) == []
+    remapped = dict(legacy_remappings("/velodyne_points", "segmented_points", ["front"]))
+    assert remapped == {"~/input/pointcloud": "/velodyne_points", "~/output/pointcloud": "segmented_points",
+                        "~/output/class_names": "class_names", "~/debug/latency_ms": "segment_latency",
+                        "~/input/front/image": "front/image", "~/input/front/camera_info": "front/camera_info"}

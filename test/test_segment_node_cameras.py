@@ -63,11 +63,14 @@ def test_clouds_pair_with_cameras_and_go_ahead_without_a_missing_one(camera_node
 
     node = rclpy.create_node("camera_test_client", context=rclpy_context)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    clouds = node.create_publisher(PointCloud2, "points", qos)
-    images = {name: node.create_publisher(Image, f"{name}/image", qos) for name in ("front", "right")}
-    infos = {name: node.create_publisher(CameraInfo, f"{name}/camera_info", 10) for name in ("front", "right")}
+    # The node's own topic names (no remapping): ~/input/..., ~/output/...
+    clouds = node.create_publisher(PointCloud2, "/clip2scene_segment/input/pointcloud", qos)
+    images = {name: node.create_publisher(Image, f"/clip2scene_segment/input/{name}/image", qos)
+              for name in ("front", "right")}
+    infos = {name: node.create_publisher(CameraInfo, f"/clip2scene_segment/input/{name}/camera_info", 10)
+             for name in ("front", "right")}
     outputs = []
-    node.create_subscription(PointCloud2, "segmented_points", outputs.append, qos)
+    node.create_subscription(PointCloud2, "/clip2scene_segment/output/pointcloud", outputs.append, qos)
     executor = SingleThreadedExecutor(context=rclpy_context)
     executor.add_node(node)
 

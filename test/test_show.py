@@ -10,7 +10,8 @@ from PIL import Image
 
 from clip2scene_core.cli import main
 from clip2scene_core.frame import Camera, Frame
-from clip2scene_core.visualize import IGNORE_COLOR, PALETTE, frame_figure, label_colors, save_frame_png
+from clip2scene_core.palette import IGNORE_COLOR, PALETTE, label_colors
+from clip2scene_core.visualize import frame_figure, save_frame_png
 
 
 def assert_sane_picture(path, min_size=(300, 300)):
@@ -79,3 +80,23 @@ def test_show_command_draws_the_synthetic_world(tmp_path):
     out = tmp_path / "synthetic.png"
     assert main(["show", "--dataset", "synthetic", "--index", "0", "--out", str(out)]) == 0
     assert_sane_picture(out)
+
+
+def test_prediction_colours_match_the_picture_palette_without_matplotlib():
+    import subprocess
+    import sys
+
+    from clip2scene_core.palette import prediction_colors
+    from clip2scene_core.segmenter import UNKNOWN_LABEL
+
+    indices = np.array([0, 1, 5, 19, 20, 41, UNKNOWN_LABEL], np.uint16)
+    colors = prediction_colors(indices)
+    assert colors.dtype == np.uint8
+    # Class index k is drawn as label k + 1 in the pictures; unknown as ignored ground truth.
+    expected = (label_colors(np.where(indices == UNKNOWN_LABEL, 0, indices.astype(np.int64) + 1)) * 255).round()
+    np.testing.assert_array_equal(colors, expected.astype(np.uint8))
+    # The node colours its output with this table only: matplotlib stays unloaded.
+    code = ("import sys, numpy as np; from clip2scene_core.palette import prediction_colors; "
+            "prediction_colors(np.array([0, 65535], np.uint16)); print('matplotlib' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

@@ -8,7 +8,7 @@ pairs then read the map with bilinear sampling (:meth:`MaskCLIPTeacher.sample`),
 with the bilinearly upsampled map (:meth:`MaskCLIPTeacher.upsample`).
 
 The model itself is never modified: the dense path is computed from its modules, so ``encode_image``
-(the global CLS path) stays exactly as loaded.
+(the global CLS path) stays exactly as loaded. Costs: docs/method.md.
 """
 from __future__ import annotations
 

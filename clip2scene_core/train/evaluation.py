@@ -3,7 +3,7 @@
 Predictions use the Segmenter's path (``model.point_embeddings`` on the keyframe, cosine similarity
 of the L2-normalised point embedding with each class vector), so a checkpoint scores the same here as
 through ``Segmenter``. Prediction index ``k`` is label ``k + 1``
-(``frame.py``). Results accumulate in ``evaluate.ConfusionMatrix``.
+(``frame.py``). Results accumulate in ``metrics.ConfusionMatrix``.
 
 Also here: the teacher's own projected pseudo-labels (on keyframe points that land in a camera), the
 reference the student should beat.
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from clip2scene_core.checkpoint import load_checkpoint
 from clip2scene_core.clip.prompts import ClassPrompt
 from clip2scene_core.device import resolve_device
-from clip2scene_core.evaluate import ConfusionMatrix, json_number
+from clip2scene_core.metrics import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
 from clip2scene_core.inputs import frame_features
 from clip2scene_core.model import restore_model

@@ -1,4 +1,4 @@
-"""The CLIP2Scene pretraining losses (Chen et al., CVPR 2023, section 3).
+"""The CLIP2Scene pretraining losses (Chen et al., CVPR 2023, section 3; equations in docs/method.md).
 
 Notation: ``D(a, b)`` is the scalar product of L2-normalised vectors (cosine similarity); ``t_c`` is the
 text embedding of class ``c``; ``x`` a CLIP pixel feature; ``p`` a point feature. All functions work on

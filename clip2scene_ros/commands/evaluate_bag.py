@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _schedule(args: argparse.Namespace) -> list:
-    from clip2scene_ros.bag import ClassChange
+    from clip2scene_ros.bag_evaluation import ClassChange
 
     changes = [ClassChange(0, tuple(args.classes))] if args.classes else []
     return changes + [ClassChange(frame, names) for frame, names in args.set_classes]
@@ -83,7 +83,7 @@ def _schedule(args: argparse.Namespace) -> list:
 
 def _run_offline(args: argparse.Namespace, schedule: list):
     from clip2scene_core.segmenter import Segmenter
-    from clip2scene_ros.bag import segment_bag
+    from clip2scene_ros.bag_evaluation import segment_bag
 
     if not args.checkpoint:
         raise ValueError("--mode offline needs --checkpoint")
@@ -133,7 +133,9 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clip2scene_ros.bag import changes_at, dataset_label_table, evaluate_recording, read_input
+    from clip2scene_core.metrics import dataset_label_table
+    from clip2scene_ros.bag import read_input
+    from clip2scene_ros.bag_evaluation import changes_at, evaluate_recording
 
     mapping = dict(split_assignment(pair, "--map") for pair in args.map)
     schedule = _schedule(args)

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clip2scene_core.data import open_dataset
-    from clip2scene_ros.bag import export_frames  # ROS message packages load only for this command
+    from clip2scene_ros.bag_export import export_frames  # ROS message packages load only for this command
 
     dataset = open_dataset(args.dataset, args.root, **dataset_options(args.option))
     if not 0 <= args.first_frame < len(dataset):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip2scene_core.evaluate import ConfusionMatrix, save_iou_bars_png
+from clip2scene_core.metrics import ConfusionMatrix, save_iou_bars_png
 
 NAMES = ["road", "car", "tree"]
 

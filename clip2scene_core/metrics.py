@@ -1,8 +1,12 @@
-"""Semantic segmentation metrics: confusion matrix, per-class IoU, mIoU, tables and plots.
+"""Semantic segmentation metrics: confusion matrix, per-class IoU, mIoU, tables and plots, and the
+mapping of an open-vocabulary class list onto a dataset's labels.
 
-Labels follow ``clip2scene_core/frame.py``: ground truth ``1..C`` with 0 = ignore (not counted).
-Predictions ``1..C`` name classes; any other prediction (0, ``0xFFFF`` "unknown" under a score
-threshold, ...) is counted as wrong, in an extra "unknown" column, so it lowers the IoU of the true class.
+Labels follow the one convention of ``clip2scene_core/frame.py``: ground truth ``1..C`` with 0 = ignore
+(not counted). Predictions ``1..C`` name classes; any other prediction (0, ``0xFFFF`` "unknown" under a
+score threshold, ...) is counted as wrong, in an extra "unknown" column, so it lowers the IoU of the
+true class. The Segmenter and the node give class *indices* into their current class list (0-based,
+`clip2scene_core.segmenter.UNKNOWN_LABEL` = unknown, PCL's ``PointXYZL`` convention);
+`dataset_label_table` + `to_dataset_labels` turn those into labels of a dataset by class name.
 """
 from __future__ import annotations
 
@@ -256,6 +260,39 @@ def save_iou_bars_png(
     axes.grid(axis="y", alpha=0.3)
     axes.legend()
     return _save_figure(figure, path)
+
+
+def canonical_class_name(name: str) -> str:
+    """Spelling-insensitive form of a class name: lower case, ``_``/``-`` as spaces, single spaces."""
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+
+def dataset_label_table(predicted_names: Sequence[str], dataset_names: Sequence[str],
+                        mapping: Optional[Mapping[str, str]] = None) -> np.ndarray:
+    """(K,) int64: dataset label (1..C) of each predicted class index, 0 where a name is no dataset class.
+
+    A predicted name goes through ``mapping`` (predicted name -> dataset class, e.g. ``automobile ->
+    car``) when listed there, else it must name a dataset class itself. Names compare by
+    :func:`canonical_class_name`. Raises ValueError when ``mapping`` names a class the dataset lacks.
+    """
+    dataset = {canonical_class_name(name): label for label, name in enumerate(dataset_names, start=1)}
+    targets = {canonical_class_name(k): canonical_class_name(v) for k, v in (mapping or {}).items()}
+    unknown = sorted(v for v in targets.values() if v not in dataset)
+    if unknown:
+        raise ValueError(f"class mapping targets {unknown} are not dataset classes {list(dataset_names)}")
+    table = np.zeros(len(predicted_names), np.int64)
+    for index, name in enumerate(predicted_names):
+        key = canonical_class_name(name)
+        table[index] = dataset.get(targets.get(key, key), 0)
+    return table
+
+
+def to_dataset_labels(labels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(N,) predicted class indices (uint16; `clip2scene_core.segmenter.UNKNOWN_LABEL` = unknown) ->
+    (N,) int64 dataset labels (0 = none), through a `dataset_label_table`."""
+    labels = np.asarray(labels).astype(np.int64)
+    inside = labels < len(table)
+    return np.where(inside, table[np.where(inside, labels, 0)], 0)
 
 
 def _percent(value: float) -> str:
