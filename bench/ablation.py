@@ -66,11 +66,13 @@ ROWS: dict[str, dict] = {
     # S3 with the points' labels distribution-aligned to the teacher's (calibration A/B, not in the paper)
     "full aligned": {"s3": {"point_labels": "aligned"}},
     "w/o StCR aligned": {"loss": {"spatial_temporal_weight": 0.0}, "s3": {"point_labels": "aligned"}},
+    "baseline+S3 aligned": {"pairs": {"num_sweeps": 1}, "loss": {"spatial_temporal_weight": 0.0},
+                            "s3": {"point_labels": "aligned"}},
 }
 DEFAULT_ROWS = ["baseline", "w/o StCR", "KL", "full"]
 PAPER = {"baseline": 15.1, "w/o StCR": 19.8, "w/o SCR": 16.8, "w/o S3": 18.8, "KL": 0.0, "1 sweep": 18.7,
          "full": 20.8, "5 sweeps": 20.6, "baseline CE": math.nan, "full CE": math.nan,
-         "full aligned": math.nan, "w/o StCR aligned": math.nan}
+         "full aligned": math.nan, "w/o StCR aligned": math.nan, "baseline+S3 aligned": math.nan}
 # A lighter LiDAR than the default HDL-32E-like one (a third of the azimuth steps), so each row can train
 # to convergence (~1200 steps) in minutes on a CPU core; cameras and the simulated teacher keep their defaults.
 WORLD = {"lidar": {"azimuth_steps": 360}, "num_sweeps": 4}
@@ -223,32 +225,32 @@ def main() -> None:
         for future in concurrent.futures.as_completed(futures):
             key = futures[future]
             results[key] = future.result()
-            print(f"  done: {key[0]:<10} seed {key[1]}  mIoU in view {percent(results[key]['camera_miou'])} %  "
+            print(f"  done: {key[0]:<19} seed {key[1]}  mIoU in view {percent(results[key]['camera_miou'])} %  "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
 
     teacher_miou = teacher.miou()
     print(f"\nlearning curves: val mIoU % on camera-visible points (mean over seeds {args.seeds}) by epoch")
     epochs = [epoch for epoch, _ in results[(rows[0], args.seeds[0])]["curve"]]
-    print(f"{'row':<10} " + " ".join(f"{epoch:>5}" for epoch in epochs) + "   plateau")
+    print(f"{'row':<19} " + " ".join(f"{epoch:>5}" for epoch in epochs) + "   plateau")
     table = {}
     for row in rows:
         curves = [results[(row, seed)]["curve"] for seed in args.seeds]
         mean = [sum(curve[i][1] or 0.0 for curve in curves) / len(curves) for i in range(len(epochs))]
         plateau = "yes" if len(mean) < 2 or abs(mean[-1] - mean[-2]) <= 0.01 else "still rising" \
             if mean[-1] > mean[-2] else "falling"
-        print(f"{row:<10} " + " ".join(f"{100 * value:5.1f}" for value in mean) + f"   {plateau}")
+        print(f"{row:<19} " + " ".join(f"{100 * value:5.1f}" for value in mean) + f"   {plateau}")
         camera = [results[(row, seed)]["camera_miou"] for seed in args.seeds]
         table[row] = {"camera_miou": camera, "miou": [results[(row, seed)]["miou"] for seed in args.seeds],
                       "curve_mean": list(zip(epochs, mean)), "plateau": plateau,
                       "ratio": sum(camera) / len(camera) / teacher_miou}
 
-    print(f"\n{'row':<10} {'in view %':>13} {'teacher %':>10} {'student/teacher':>16} {'all points %':>14} "
+    print(f"\n{'row':<19} {'in view %':>13} {'teacher %':>10} {'student/teacher':>16} {'all points %':>14} "
           f"{'paper %':>8}")
-    print("-" * 76)
+    print("-" * 85)
     for row, entry in table.items():
-        print(f"{row:<10} {mean_spread(entry['camera_miou']):>13} {percent(teacher_miou):>10} "
+        print(f"{row:<19} {mean_spread(entry['camera_miou']):>13} {percent(teacher_miou):>10} "
               f"{entry['ratio']:>15.2f}x {mean_spread(entry['miou']):>14} {PAPER[row]:>8.1f}")
-    print("-" * 76)
+    print("-" * 85)
     print(f"(mean +- half-range over seeds {args.seeds}; 'in view' = the val points a camera sees, where the "
           f"teacher is scored)")
 
@@ -261,7 +263,7 @@ def main() -> None:
         runs = [results[(key, seed)] for seed in args.seeds]
         pairs = [(run["camera_miou"], centred_miou(run["checkpoint"], val.frames, text)) for run in runs]
         ab[f"{row}, {budget}"] = pairs
-        print(f"  {row:<10} {budget:<20} raw {mean_spread([a for a, _ in pairs])}   "
+        print(f"  {row:<19} {budget:<20} raw {mean_spread([a for a, _ in pairs])}   "
               f"centred {mean_spread([b for _, b in pairs])}")
     print(f"total {time.perf_counter() - started:.0f} s")
     (out / "results.json").write_text(json.dumps({"rows": table, "teacher_miou": teacher_miou,
