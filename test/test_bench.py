@@ -19,6 +19,8 @@ CASES = {
                [rf"C = 8 .* {NUMBER} voxels", rf"pure\s+1\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+-?{NUMBER}"]),
     "conversions": (["--sizes", "2000", "--repeats", "1"],
                     [r"2000 points", rf"cloud_to_xyz .*\s{NUMBER}\s+{NUMBER}\s+{NUMBER}"]),
+    "panoptic": (["--frames", "1"], [rf"(?m)^PQ_things {NUMBER}$", rf"(?m)^teacher_PQ {NUMBER}$",
+                                     rf"(?m)^student_mIoU {NUMBER}$", rf"(?m)^clustering_ms_max {NUMBER}$"]),
     "synthetic": (["--scenes", "1", "--frames", "1"], [rf"car\s+{NUMBER}", rf"reading is {NUMBER}x faster"]),
     "train_throughput": (["--baseline", "none", "--threads", "1", "--workers", "0", "--ddp", "1", "--steps", "2",
                           "--warmup", "2"],
