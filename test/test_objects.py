@@ -91,6 +91,13 @@ def test_far_points_neither_blow_up_the_grid_nor_break_adjacency():
     assert set(instances[:400]) == {1} and set(instances[400:800]) == {2} and instances[800] == 3
 
 
+def test_a_grid_too_large_for_memory_is_refused_naming_the_radius():
+    # 300 points 1 m apart on a diagonal: 300 separate cells per axis, a 599^3-cell grid at 0.5 m.
+    points = np.repeat(np.arange(300, dtype=np.float32)[:, None], 3, axis=1)
+    with pytest.raises(ValueError, match=r"\(599, 599, 599\) voxel grid at radius_m=0.5.*raise radius_m"):
+        cluster_instances(points, np.full(len(points), CAR), THINGS, ClusteringParams(radius_m=0.5))
+
+
 def test_radius_sets_which_gaps_join():
     points, classes = cloud((box_points((0, 0, 1), (1, 1, 0.5)), CAR), (box_points((3.3, 0, 1), (1, 1, 0.5)), CAR))
     # A 1.3 m gap: joined by a 1.5 m grid, kept apart by a 0.5 m one.

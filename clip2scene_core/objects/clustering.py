@@ -29,6 +29,8 @@ from scipy import ndimage
 
 #: 26-neighbourhood: cells sharing a face, an edge or a corner are adjacent.
 _ADJACENT = np.ones((3, 3, 3), dtype=bool)
+#: Most cells the dense grid of one class may have (``ndimage.label`` writes 4 bytes per cell: 64 MiB).
+MAX_GRID_CELLS = 2**24
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,11 @@ def _compressed(cells: np.ndarray) -> np.ndarray:
 def _components(points: np.ndarray, radius: float) -> np.ndarray:
     """(M,) int64 component of each point (0..K-1), numbered in the grid's raster order."""
     cells = _compressed(np.floor(points / radius).astype(np.int64))
-    grid = np.zeros(cells.max(axis=0) + 1, dtype=bool)
+    shape = cells.max(axis=0) + 1
+    if int(np.prod(shape)) > MAX_GRID_CELLS:
+        raise ValueError(f"{len(points)} thing points spread over a {tuple(shape.tolist())} voxel grid at "
+                         f"radius_m={radius:g}: more than {MAX_GRID_CELLS} cells; raise radius_m")
+    grid = np.zeros(shape, dtype=bool)
     grid[tuple(cells.T)] = True
     labelled, _ = ndimage.label(grid, structure=_ADJACENT)
     return labelled[tuple(cells.T)].astype(np.int64) - 1

@@ -126,20 +126,6 @@ class PanopticQuality:
         spurious = ~matched_pred & (pred_sizes >= self.min_points)
         self.false_positives += np.bincount((pred_keys[spurious] >> 32) - 1, minlength=classes)
 
-    def merge(self, other: "PanopticQuality") -> None:
-        """Add another accumulator's counts (same classes, things and ``min_points``)."""
-        if (other.num_classes, other.min_points) != (self.num_classes, self.min_points) \
-                or not np.array_equal(other.is_thing, self.is_thing):
-            raise ValueError("cannot merge panoptic counts of different classes, things or min_points")
-        self.true_positives += other.true_positives
-        self.false_positives += other.false_positives
-        self.false_negatives += other.false_negatives
-        self.iou_sum += other.iou_sum
-
-    @property
-    def thing_labels(self) -> tuple[int, ...]:
-        return tuple(int(label) for label in np.flatnonzero(self.is_thing))
-
     def counted(self) -> np.ndarray:
         """(C,) bool: classes with at least one TP, FP or FN (the others are left out of means)."""
         return self.true_positives + self.false_positives + self.false_negatives > 0
@@ -173,11 +159,10 @@ class PanopticQuality:
                     summary[name + suffix] = float(per_class[members].mean()) if members.any() else math.nan
         return summary
 
-    def format_table(self, class_names: Sequence[str], only_things: bool = False) -> str:
+    def format_table(self, class_names: Sequence[str]) -> str:
         """Per-class text table: PQ, SQ, RQ (%), TP, FP, FN; then the summary lines.
 
-        Thing classes are marked ``(thing)``; classes not counted show ``-``. ``only_things`` lists
-        only the thing classes.
+        Thing classes are marked ``(thing)``; classes not counted show ``-``.
         """
         names = list(class_names)
         if len(names) != self.num_classes:
@@ -188,8 +173,6 @@ class PanopticQuality:
         lines = [header, "-" * len(header)]
         for c, name in enumerate(names):
             thing = bool(self.is_thing[c + 1])
-            if only_things and not thing:
-                continue
             figures = " ".join("      -" if math.isnan(v[c]) else f"{100 * v[c]:7.1f}" for v in (pq, sq, rq))
             lines.append(f"{name + (' (thing)' if thing else ''):<{width}} {figures} "
                          f"{self.true_positives[c]:7d} {self.false_positives[c]:7d} {self.false_negatives[c]:7d}")
