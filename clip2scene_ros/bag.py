@@ -8,9 +8,12 @@
   ================================  ==========================  ===========================================
   ``/lidar/points``                 sensor_msgs/PointCloud2     x, y, z, intensity (float32), LiDAR frame
   ``/lidar/ground_truth``           sensor_msgs/PointCloud2     x, y, z (float32), label (uint16, dataset
-                                                                label space, 0 = ignore), same point order
-  ``/lidar/ground_truth/classes``   std_msgs/String             JSON ``{"dataset", "classes"}``: label c
-                                                                is ``classes[c - 1]``
+                                                                label space, 0 = ignore), instance (uint32
+                                                                object id, 0 = none; when the dataset has
+                                                                them), same point order
+  ``/lidar/ground_truth/classes``   std_msgs/String             JSON ``{"dataset", "classes", "things"}``:
+                                                                label c is ``classes[c - 1]``; ``things``
+                                                                names the classes that have instances
   ``/<camera>/image``               sensor_msgs/Image           rgb8
   ``/<camera>/camera_info``         sensor_msgs/CameraInfo      K, P, image size (rectified: zero D)
   ``/calibration``                  std_msgs/String             JSON ``{camera: {lidar_to_camera: 4x4}}``
@@ -28,7 +31,8 @@
   decoding) run over a bag without ROS.
 * **Evaluation** (:func:`evaluate_recording`): predicted class indices -> dataset labels through class
   names (with an optional synonym mapping), per-class IoU / mIoU (overall and split at class-list
-  changes), latency percentiles and dropped frames.
+  changes), panoptic quality where the ground truth has instances and the output an ``instance``
+  field, latency percentiles and dropped frames.
 
 Live replay into a running node is in :mod:`clip2scene_ros.replay`.
 """
@@ -56,6 +60,7 @@ from tqdm import tqdm
 from clip2scene_core.calibration import calibration_of, read_calibration, write_calibration
 from clip2scene_core.evaluate import ConfusionMatrix, json_number
 from clip2scene_core.frame import Frame
+from clip2scene_core.objects import ClusteringParams, PanopticQuality, thing_class_indices
 from clip2scene_ros.camera_input import CameraInput
 from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, cloud_to_xyz, dtype_to_fields,
                                         make_cloud_array, stamp_to_ns)
@@ -269,7 +274,7 @@ class BagClock:
 def export_frames(frames: Iterable[Frame], path: Union[str, Path], class_names: Sequence[str],
                   storage: str = "mcap", dataset: str = "", include_cameras: bool = True,
                   calibration_file: Optional[Union[str, Path]] = None,
-                  total: Optional[int] = None) -> ExportSummary:
+                  total: Optional[int] = None, thing_classes: Sequence[str] = ()) -> ExportSummary:
     """Write frames to a new rosbag2 (topics in the module docstring).
 
     Args:
@@ -282,13 +287,19 @@ def export_frames(frames: Iterable[Frame], path: Union[str, Path], class_names: 
         include_cameras: also write images, camera infos and calibration.
         calibration_file: where to write the calibration YAML; default ``<path>/calibration.yaml``.
         total: number of frames, for the progress bar only.
+        thing_classes: the classes of ``class_names`` whose points have instance ids (the frames'
+            ``instances``, written as the ground truth's ``instance`` field), e.g. the dataset
+            vocabulary's ``things`` (`clip2scene_core.clip.prompts.load_thing_classes`).
     Returns:
         An :class:`ExportSummary`.
+    Raises:
+        ValueError: empty class list, a thing class not in it, a label beyond it, no frames.
     """
     class_names = tuple(str(name) for name in class_names)
     if not class_names:
         raise ValueError("class_names is empty: the bag's ground truth needs the dataset's class list")
-    classes_json = json.dumps({"dataset": dataset, "classes": list(class_names)})
+    thing_class_indices(class_names, thing_classes)
+    classes_json = json.dumps({"dataset": dataset, "classes": list(class_names), "things": list(thing_classes)})
     path = Path(path)
     calibration: Optional[dict] = None
     count = 0
@@ -326,8 +337,10 @@ def _write_frame(bag: BagWriter, frame: Frame, stamp: int, offset: int, class_na
         if len(frame.labels) and int(frame.labels.max()) > len(class_names):
             raise ValueError(f"frame {frame.frame_id!r} has label {int(frame.labels.max())} but only "
                              f"{len(class_names)} classes")
-        labels = frame.labels.astype(np.uint16)
-        bag.write(GROUND_TRUTH_TOPIC, cloud_message({**xyz, "label": labels}, stamp, LIDAR_FRAME_ID), stamp)
+        truth = {**xyz, "label": frame.labels.astype(np.uint16)}
+        if frame.instances is not None:
+            truth["instance"] = frame.instances.astype(np.uint32)
+        bag.write(GROUND_TRUTH_TOPIC, cloud_message(truth, stamp, LIDAR_FRAME_ID), stamp)
     if not include_cameras:
         return
     for camera in frame.cameras:
@@ -420,12 +433,16 @@ class GroundTruth:
     """An exported bag's evaluation data.
 
     class_names: dataset classes, label order; stamps: (F,) input cloud stamps (ns) in playback order
-    (frame i = ``stamps[i]``); labels: stamp -> (N,) int64 labels (0 = ignore) in the cloud's point order.
+    (frame i = ``stamps[i]``); labels: stamp -> (N,) int64 labels (0 = ignore) in the cloud's point order;
+    thing_classes: the classes with instance ids; instances: stamp -> (N,) uint32 instance ids (0 =
+    none) of the clouds whose ground truth has an ``instance`` field.
     """
 
     class_names: tuple[str, ...]
     stamps: tuple[int, ...]
     labels: dict[int, np.ndarray]
+    thing_classes: tuple[str, ...] = ()
+    instances: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def read_input(path: Union[str, Path], points_topic: str = POINTS_TOPIC) -> GroundTruth:
@@ -438,19 +455,26 @@ def read_input(path: Union[str, Path], points_topic: str = POINTS_TOPIC) -> Grou
         bag.require({points_topic: POINT_CLOUD2, GROUND_TRUTH_TOPIC: POINT_CLOUD2,
                      GROUND_TRUTH_CLASSES_TOPIC: STRING})
         class_names: tuple[str, ...] = ()
+        things: tuple[str, ...] = ()
         sizes: dict[int, int] = {}
         labels: dict[int, np.ndarray] = {}
+        instances: dict[int, np.ndarray] = {}
         stamps: list[int] = []
         for topic, _, message in bag.messages([points_topic, GROUND_TRUTH_TOPIC, GROUND_TRUTH_CLASSES_TOPIC]):
+            where = f"{bag.path} {topic}"
             if topic == GROUND_TRUTH_CLASSES_TOPIC:
-                class_names = _parse_class_list(message.data, f"{bag.path} {topic}")
+                class_names = _parse_class_list(message.data, where)
+                things = _parse_things(message.data, class_names, where)
                 continue
             stamp = stamp_to_ns(message.header.stamp)
             if topic == points_topic:
                 stamps.append(stamp)
                 sizes[stamp] = int(message.width) * int(message.height)
             else:
-                labels[stamp] = _cloud_field(message, "label", f"{bag.path} {topic}").astype(np.int64)
+                fields = _cloud_fields(message, ("label", "instance"), where)
+                labels[stamp] = fields["label"].astype(np.int64)
+                if "instance" in fields:
+                    instances[stamp] = fields["instance"].astype(np.uint32)
     if not class_names:
         raise BagError(f"bag {path}: {GROUND_TRUTH_CLASSES_TOPIC} holds no class list")
     if not stamps:
@@ -468,7 +492,7 @@ def read_input(path: Union[str, Path], points_topic: str = POINTS_TOPIC) -> Grou
         if top > len(class_names):
             raise BagError(f"bag {path}: ground truth of cloud {index} has label {top} but only "
                            f"{len(class_names)} classes")
-    return GroundTruth(class_names, tuple(stamps), labels)
+    return GroundTruth(class_names, tuple(stamps), labels, things, instances)
 
 
 def _parse_class_list(text: str, where: str) -> tuple[str, ...]:
@@ -482,25 +506,40 @@ def _parse_class_list(text: str, where: str) -> tuple[str, ...]:
     return tuple(classes)
 
 
-def _cloud_field(message: Any, name: str, where: str) -> np.ndarray:
+def _parse_things(text: str, class_names: Sequence[str], where: str) -> tuple[str, ...]:
+    """The optional ``things`` of a class-list JSON (bags written before it have none: ())."""
+    things = json.loads(text).get("things", [])
+    if not isinstance(things, list) or not all(isinstance(name, str) for name in things):
+        raise BagError(f"{where}: 'things' must be a list of class names, got {things!r}")
+    try:
+        thing_class_indices(class_names, things)
+    except ValueError as error:
+        raise BagError(f"{where}: {error}") from error
+    return tuple(things)
+
+
+def _cloud_fields(message: Any, names: Sequence[str], where: str) -> dict[str, np.ndarray]:
+    """Copies of the fields ``names`` of a cloud: the first is required, the others are optional."""
     try:
         points = cloud_to_array(message)
     except MessageFormatError as error:
         raise BagError(f"{where}: malformed PointCloud2: {error}") from error
-    if name not in (points.dtype.names or ()):
-        raise BagError(f"{where}: PointCloud2 has no '{name}' field "
-                       f"(fields: {list(points.dtype.names or ())})")
-    return np.array(points[name])
+    present = points.dtype.names or ()
+    if names[0] not in present:
+        raise BagError(f"{where}: PointCloud2 has no '{names[0]}' field (fields: {list(present)})")
+    return {name: np.array(points[name]) for name in names if name in present}
 
 
 @dataclass(frozen=True)
 class Prediction:
     """One labelled cloud. stamp: ns (the input cloud's); labels: (N,) uint16 indices into
-    ``class_names`` (`UNKNOWN_INDEX` = unknown); class_names: the list the labels index."""
+    ``class_names`` (`UNKNOWN_INDEX` = unknown); class_names: the list the labels index; instances:
+    (N,) uint32 object ids (0 = none), None when the output had no ``instance`` field."""
 
     stamp: int
     labels: np.ndarray
     class_names: tuple[str, ...]
+    instances: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -534,8 +573,10 @@ def read_recording(path: Union[str, Path]) -> Recording:
                 if not classes:
                     raise BagError(f"{where}: a labelled cloud came before any class list on "
                                    f"{CLASS_NAMES_TOPIC}")
-                labels = _cloud_field(message, "label", where).astype(np.uint16)
-                recording.predictions.append(Prediction(stamp_to_ns(message.header.stamp), labels, classes))
+                fields = _cloud_fields(message, ("label", "instance"), where)
+                recording.predictions.append(Prediction(
+                    stamp_to_ns(message.header.stamp), fields["label"].astype(np.uint16), classes,
+                    fields["instance"].astype(np.uint32) if "instance" in fields else None))
     return recording
 
 
@@ -602,7 +643,7 @@ def segment_bag(path: Union[str, Path], segmenter: Any, schedule: Sequence[Class
         result = segmenter.segment(cloud.points, cloud.intensity, cameras=frame_cameras, class_space=space)
         recording.latencies_ms.append((time.perf_counter() - start) * 1e3)
         recording.predictions.append(
-            Prediction(stamp_to_ns(message.header.stamp), result.labels, tuple(space.names)))
+            Prediction(stamp_to_ns(message.header.stamp), result.labels, tuple(space.names), result.instances))
         index += 1
 
     with BagFile(path) as bag:
@@ -667,13 +708,15 @@ class Evaluation:
     """Result of :func:`evaluate_recording`.
 
     overall: confusion over all evaluated frames; segments: ``(first_frame, end_frame, matrix)`` per
-    stretch between class-list changes (end exclusive); report: the JSON-ready summary.
+    stretch between class-list changes (end exclusive); report: the JSON-ready summary; panoptic:
+    PQ / SQ / RQ over the frames with ground-truth and predicted instances (None without any).
     """
 
     class_names: tuple[str, ...]
     overall: ConfusionMatrix
     segments: list[tuple[int, int, ConfusionMatrix]]
     report: dict[str, Any]
+    panoptic: Optional[PanopticQuality] = None
 
     def format_table(self) -> str:
         """Text report: per-class table, per-segment mIoU, latency and drops."""
@@ -684,6 +727,8 @@ class Evaluation:
                 lines.append(f"frames {segment['first_frame']:>4}..{segment['last_frame']:<4} "
                              f"mIoU {_percent(segment['miou']):>6} %   classes {segment['class_lists']}")
             lines.append("")
+        if self.panoptic is not None:
+            lines += [self.panoptic.format_table(self.class_names), ""]
         latency = report["latency_ms"]
         lines.append(f"latency p50 {_number(latency['p50'])} ms, p95 {_number(latency['p95'])} ms "
                      f"({latency['count']} clouds)")
@@ -717,7 +762,11 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
         schedule: the class-list changes of the run; the report splits mIoU at each change frame > 0.
     Returns:
         An :class:`Evaluation`. Input clouds without an output are reported as dropped; an output
-        whose point count differs from the ground truth raises :class:`BagError`.
+        whose point count differs from the ground truth raises :class:`BagError`. Panoptic quality
+        (``report["panoptic"]``, None when not measured) counts the frames whose ground truth and
+        output both have instance ids; ground-truth and spurious segments under
+        ``ClusteringParams.min_points`` points (the node's smallest object) are neither missed nor
+        spurious.
     """
     names = ground_truth.class_names
     frame_of = {stamp: index for index, stamp in enumerate(ground_truth.stamps)}
@@ -728,6 +777,9 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
     class_lists: list[list[tuple[str, ...]]] = [[] for _ in segments]
     evaluated: set[int] = set()
     tables: dict[tuple[str, ...], np.ndarray] = {}
+    panoptic = PanopticQuality(len(names), [index + 1 for index in thing_class_indices(
+        names, ground_truth.thing_classes)], ClusteringParams.min_points)
+    panoptic_frames = 0
     for prediction in recording.predictions:
         frame = frame_of.get(prediction.stamp)
         if frame is None:
@@ -752,6 +804,9 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
         overall.update(predicted, truth)
         segment = next(i for i, (start, end, _) in enumerate(segments) if start <= frame < end)
         segments[segment][2].update(predicted, truth)
+        if prediction.instances is not None and prediction.stamp in ground_truth.instances:
+            panoptic.update(predicted, prediction.instances, truth, ground_truth.instances[prediction.stamp])
+            panoptic_frames += 1
         if prediction.class_names not in class_lists[segment]:
             class_lists[segment].append(prediction.class_names)
         evaluated.add(frame)
@@ -774,5 +829,10 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
             for (start, end, matrix), lists in zip(segments, class_lists)
         ],
         "mapping": dict(mapping or {}),
+        "panoptic": None if not panoptic_frames else {
+            "frames": panoptic_frames, "thing_classes": list(ground_truth.thing_classes),
+            **{key: json_number(value) for key, value in panoptic.summary().items()},
+            "per_class_pq": {name: json_number(float(value)) for name, value in zip(names, panoptic.pq())},
+        },
     }
-    return Evaluation(names, overall, segments, report)
+    return Evaluation(names, overall, segments, report, panoptic if panoptic_frames else None)
