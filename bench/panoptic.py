@@ -10,8 +10,8 @@ objects are clustered on the whole cloud and then cut to them, the teacher's clu
 PQ counts ground-truth segments and unmatched predicted ones only from ``--min-points`` points up
 (the clustering's own minimum), as LiDAR benchmarks leave out objects too small to find.
 
-Then the object stage's share of the node's CPU time on a 120k-point scan (``--scan-points``; the
-same world with a 64-beam LiDAR, the demo network's labels): ``Segmenter.segment`` (what the node's
+Then the object stage's share of the node's CPU time on a ~120k-point scan (``--scan-points`` rays;
+the same world with a 64-beam LiDAR, the demo network's labels): ``Segmenter.segment`` (what the node's
 worker runs per cloud: network, labels and the object stage) against ``extract_objects`` alone on
 its labels, ``--repeats`` times each, interleaved, in this process with the same threads.
 
@@ -63,8 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-points", type=int, default=ClusteringParams.min_points,
                         help="smallest object (clustering) and smallest counted segment (PQ)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
-    parser.add_argument("--scan-points", type=int, default=120_000,
-                        help="points of the latency scan (64 beams x points/64 azimuth steps)")
+    parser.add_argument("--scan-points", type=int, default=64 * 2048,
+                        help="LiDAR rays of the latency scan (64 beams x rays/64 azimuth steps; about 91 %% "
+                             "return a point: ~120k points for the default)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs on the latency scan")
     return parser.parse_args()
 
@@ -79,7 +80,7 @@ def drive_frames(checkpoint: dict, demo_config: Path, frames: Optional[int]) -> 
 
 def scan_latency(segmenter: Segmenter, checkpoint: dict, points: int, repeats: int) -> tuple[float, float, int]:
     """Median ms of ``segmenter.segment`` and of its object stage alone on one scan of ``points``
-    points (64 beams), and the scan's point count; runs interleaved after one warm-up."""
+    rays (64 beams), and the scan's point count; runs interleaved after one warm-up."""
     world = recorded_pretrain_config(checkpoint)["data"]["options"].get("config") or {}
     world = {**world, "lidar": {**world.get("lidar", {}), "beams": 64, "azimuth_steps": max(points // 64, 1)}}
     frame = SyntheticDataset(seed=0, num_scenes=1, frames_per_scene=1, with_cameras=False,
