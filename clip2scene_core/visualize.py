@@ -19,19 +19,7 @@ from matplotlib.lines import Line2D
 
 from .frame import Camera, Frame
 from .geometry import project_points_to_image
-
-IGNORE_COLOR = np.array([0.6, 0.6, 0.6])
-# Label c (1-based) gets PALETTE[(c - 1) % len(PALETTE)]; label 0 (ignore) is grey.
-PALETTE = np.array(
-    [
-        [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-        [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
-        [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [0, 0, 0],
-    ],
-    dtype=np.float64,
-) / 255.0
-
+from .palette import IGNORE_COLOR, label_colors
 
 def save_figure(figure: Figure, path: Union[str, Path], dpi: int) -> Path:
     """Write ``figure`` to a PNG at ``path``, creating its parent folders; returns the path."""
@@ -39,14 +27,6 @@ def save_figure(figure: Figure, path: Union[str, Path], dpi: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return path
-
-
-def label_colors(labels: np.ndarray) -> np.ndarray:
-    """Fixed colour of each label: labels (N,) int (0 = ignore) -> (N, 3) float RGB in [0, 1]."""
-    labels = np.asarray(labels, dtype=np.int64)
-    colors = PALETTE[(labels - 1) % len(PALETTE)]
-    colors[labels <= 0] = IGNORE_COLOR
-    return colors
 
 
 def height_colors(points: np.ndarray) -> np.ndarray:

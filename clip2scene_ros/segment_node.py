@@ -5,7 +5,7 @@ Thin glue over :class:`clip2scene_core.segmenter.Segmenter`:
 * subscribes ``points`` (sensor_msgs/PointCloud2) and, with ``use_cameras``, ``<camera>/image`` +
   ``<camera>/camera_info`` for each of ``camera_names``;
 * a worker thread processes the newest cloud only (queue depth 1; replaced clouds are counted as
-  drops), so callbacks never block on the network;
+  drops), so callbacks never block on the network (:class:`clip2scene_core.cloud_stream.CloudStream`);
 * publishes ``segmented_points`` (x, y, z, intensity, label uint32, score float32, rgb; organised
   clouds keep height x width), ``class_names`` (latched std_msgs/String: JSON ``{"version",
   "classes"}``), ``segment_latency`` (std_msgs/Float64, milliseconds from cloud arrival to
@@ -13,8 +13,8 @@ Thin glue over :class:`clip2scene_core.segmenter.Segmenter`:
 * ``class_names`` / ``prompt_templates`` may change at run time: a change is validated in full in the
   parameter callback (rejected with a reason when bad), encoded on a background thread (a newer
   change cancels an older one), and swapped in by the worker between two clouds, after announcing
-  the new list on ``class_names``. Every output cloud is therefore preceded by the announcement of
-  the list its labels index;
+  the new list on ``class_names`` (the ordering lives in :mod:`clip2scene_core.cloud_stream`). Every
+  output cloud is therefore preceded by the announcement of the list its labels index;
 * clouds that are lost in transport (best effort) are counted from the DDS "message lost" event, and
   a publisher that is matched but delivers nothing for ``input_timeout`` seconds is reported.
 
@@ -28,7 +28,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 from typing import Any, Optional, Sequence
@@ -50,9 +49,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64, String
 
 from clip2scene_core.calibration import read_calibration
+from clip2scene_core.cloud_stream import ClassList, CloudStream
+from clip2scene_core.palette import prediction_colors
 
 from clip2scene_ros.camera_input import CameraInput
-from clip2scene_ros.class_lists import ClassListEncoder
 from clip2scene_ros.cloud_input import IntensityScale, read_cloud
 from clip2scene_ros.conversions import MessageFormatError, segmented_cloud, stamp_to_ns
 from clip2scene_ros.health import (GroupedWarnings, InputWatchdog, LatencyWindow, RateMeter,
@@ -83,9 +83,7 @@ class SegmentNode(Node):
     def __init__(self, segmenter: Any = None, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         # Set first: destroy_node() must work on a node whose construction failed half way.
-        self._stop = threading.Event()
-        self._worker: Optional[threading.Thread] = None
-        self._encoder: Optional[ClassListEncoder] = None
+        self._stream: Optional[CloudStream] = None
         # Registered before declaring, so values given at start-up are validated like later ones.
         self.add_on_set_parameters_callback(self._validate_parameters)
         for name, value in default_parameters().items():
@@ -99,12 +97,6 @@ class SegmentNode(Node):
         self.segmenter = segmenter
         self.max_points = int(param("max_points"))
 
-        # Worker state: newest cloud wins (queue depth 1).
-        self._condition = threading.Condition()
-        self._pending_cloud: Optional[tuple[PointCloud2, float]] = None
-        self._pending_space = None
-        self._encoder = ClassListEncoder(self.segmenter, self._on_classes_encoded,
-                                         self.get_logger().error)
         # received = processed + dropped (replaced while busy) + skipped (malformed); missed: sent by a
         # publisher but never delivered to the node (lost in transport, or replaced in the DDS queue);
         # lost: what DDS itself reported lost.
@@ -117,7 +109,6 @@ class SegmentNode(Node):
         self._warnings = GroupedWarnings(self.get_logger().warning, WARNING_PERIOD, time.monotonic)
         self._watchdog = InputWatchdog(float(param("input_timeout")), time.monotonic())
         self._stalled: Optional[float] = None
-        self._announced_version = -1
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         input_qos = QoSProfile(
@@ -143,9 +134,11 @@ class SegmentNode(Node):
             self._setup_cameras(param, input_qos)
         self.create_timer(float(param("diagnostics_period")), self._publish_diagnostics)
 
-        self._announce(self.segmenter.class_space)
-        self._worker = threading.Thread(target=self._work, name="clip2scene-segment", daemon=True)
-        self._worker.start()
+        # With cameras, wake often: a cloud becomes ready when its cameras settle or time out.
+        self._stream = CloudStream(
+            self.segmenter, self._process, self._announce, self._on_failure, self.get_logger().error,
+            ready=self._cloud_with_cameras if self.camera_input is not None else None,
+            poll_period=0.01 if self.camera_input is not None else 0.5)
         self.get_logger().info(
             f"ready on {self.segmenter.device}: {len(self.segmenter.class_space.names)} classes, "
             f"text space {self.segmenter.text_spec.get('name')}, input "
@@ -194,8 +187,16 @@ class SegmentNode(Node):
 
     def _on_image(self, name: str, message: Image) -> None:
         self.camera_input.add_image(name, message)
-        with self._condition:
-            self._condition.notify()
+        self._stream.wake()
+
+    def _cloud_with_cameras(self) -> Optional[tuple[PointCloud2, float, list]]:
+        """The newest cloud whose cameras have settled or timed out, with its images; or None."""
+        ready = self.camera_input.poll()
+        if not ready:
+            return None
+        self.stats["dropped"] = self.camera_input.stats().dropped
+        message, arrived = ready[-1].cloud
+        return message, arrived, self.camera_input.cameras(ready[-1])
 
     # -- parameters ------------------------------------------------------------------------------
     def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -227,39 +228,28 @@ class SegmentNode(Node):
             templates = non_empty(self.get_parameter("prompt_templates").value) or None
             preview = classes if len(classes) <= 16 else classes[:16] + [f"... ({len(classes)} in all)"]
             self.get_logger().info(f"encoding new class list {preview}")
-            self._encoder.request(classes, templates)
+            self._stream.request_classes(classes, templates)
 
-    def _on_classes_encoded(self, space) -> None:
-        with self._condition:
-            if self._pending_space is None or space.version > self._pending_space.version:
-                self._pending_space = space
-            self._condition.notify()
-
-    def _announce(self, space) -> None:
-        """Publish a class list on the latched topic (before any cloud labelled with it)."""
-        if space.version == self._announced_version:
-            return
+    def _announce(self, class_list: ClassList) -> None:
+        """Publish a class list on the latched topic (the stream calls it before any cloud labelled
+        with the list, once per version)."""
+        space = class_list.space
         message = String(data=json.dumps({"version": space.version, "classes": list(space.names)}))
         self.classes_publisher.publish(message)
-        self._announced_version = space.version
+        if self._stream is not None:  # the initial list is announced while the stream starts
+            self.get_logger().info(f"class list v{space.version} active: {len(space.names)} classes")
 
     # -- data path -------------------------------------------------------------------------------
     def _on_cloud(self, message: PointCloud2, info: Any) -> None:
         now = time.monotonic()
         self._watchdog.cloud_arrived(now)
         self.stats["missed"] += self._sequence_gaps.missed(info)
+        self.stats["received"] += 1
         if self.camera_input is not None:
             self.camera_input.add_cloud(stamp_to_ns(message.header.stamp), (message, now))
-            with self._condition:
-                self.stats["received"] += 1
-                self._condition.notify()
-            return
-        with self._condition:
-            self.stats["received"] += 1
-            if self._pending_cloud is not None:
-                self.stats["dropped"] += 1
-            self._pending_cloud = (message, now)
-            self._condition.notify()
+            self._stream.wake()
+        elif self._stream.submit((message, now, [])):
+            self.stats["dropped"] += 1
 
     def _on_clouds_lost(self, info) -> None:
         """DDS says clouds were lost on the way (best effort: fragments missing, or overwritten)."""
@@ -270,44 +260,21 @@ class SegmentNode(Node):
             self._recent_losses.add(now)
         self._warnings.warn("", f"{count} cloud(s) lost in transport before reaching the node: {LOST_HINT}")
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            with self._condition:
-                # With cameras, wake often: a cloud becomes ready when its cameras settle or time out.
-                self._condition.wait_for(
-                    lambda: self._stop.is_set() or self._pending_cloud or self._pending_space,
-                    timeout=0.01 if self.camera_input is not None else 0.5)
-                cloud, space = self._pending_cloud, self._pending_space
-                self._pending_cloud = self._pending_space = None
-            if self._stop.is_set():
-                return
-            cameras: list = []
-            if self.camera_input is not None:
-                ready = self.camera_input.poll()
-                if ready:
-                    cloud = ready[-1].cloud
-                    cameras = self.camera_input.cameras(ready[-1])
-                    self.stats["dropped"] = self.camera_input.stats().dropped
-            try:
-                if space is not None and space.version > self.segmenter.class_space.version:
-                    self.segmenter.set_class_space(space)
-                    self._announce(space)
-                    self.get_logger().info(f"class list v{space.version} active: {len(space.names)} classes")
-                if cloud is not None:
-                    self._process(*cloud, cameras=cameras)
-            except MessageFormatError as error:
-                self._skip("skipped malformed PointCloud2: ", str(error))
-            except Exception as error:  # never let one cloud stop the node
-                if self._stop.is_set() or not self.context.ok():
-                    return  # interrupted while shutting down: nothing is wrong
-                self._skip("failed to segment a cloud: ", repr(error))
+    def _on_failure(self, error: BaseException) -> None:
+        """A cloud could not be labelled: count and warn (grouped by reason), unless shutting down."""
+        if isinstance(error, MessageFormatError):
+            self._skip("skipped malformed PointCloud2: ", str(error))
+        elif self.context.ok():
+            self._skip("failed to segment a cloud: ", repr(error))
 
     def _skip(self, prefix: str, reason: str) -> None:
         self.stats["skipped"] += 1
         self._recent_skips.add(time.monotonic())
         self._warnings.warn(prefix, reason)
 
-    def _process(self, message: PointCloud2, arrived: float, cameras: Sequence = ()) -> None:
+    def _process(self, cloud_in: tuple[PointCloud2, float, Sequence], class_list: ClassList) -> None:
+        """Label one cloud (arrival time, paired camera images) with ``class_list`` and publish it."""
+        message, arrived, cameras = cloud_in
         cloud = read_cloud(message, self.max_points, self.intensity_scale)
         # NaN points are how organised clouds mark missing returns, so only far-away finite points
         # (a driver's garbage, or a wrong unit) are worth a warning; both are labelled unknown.
@@ -315,15 +282,13 @@ class SegmentNode(Node):
         if far.any():
             self._warnings.warn("", f"{int(far.sum())} of {len(far)} points lie beyond max_range="
                                     f"{self.segmenter.max_range:g} m or the voxel grid: labelled unknown")
-        space = self.segmenter.class_space
-        self._announce(space)
         result = self.segmenter.segment(cloud.points, cloud.network_intensity, cameras=cameras,
-                                        class_space=space)
+                                        class_space=class_list.space)
         output = segmented_cloud(cloud.points, result.labels, result.scores,
                                  prediction_colors(result.labels), intensity=cloud.intensity,
                                  frame_id=message.header.frame_id, shape=cloud.shape)
         output.header.stamp = message.header.stamp
-        if self._stop.is_set():
+        if self._stream.stopped:
             return
         self.cloud_publisher.publish(output)
         now = time.monotonic()
@@ -378,18 +343,12 @@ class SegmentNode(Node):
 
     def busy(self) -> bool:
         """True while a background thread (cloud or class-list encode) has not stopped yet."""
-        threads = [self._worker, self._encoder.thread if self._encoder is not None else None]
-        return any(thread is not None and thread.is_alive() for thread in threads)
+        return self._stream is not None and self._stream.busy()
 
     def destroy_node(self) -> None:
         """Stop the worker and the encoder; waits at most `STOP_WAIT` s for a cloud in progress."""
-        self._stop.set()
-        if self._encoder is not None:
-            self._encoder.stop()
-        if self._worker is not None:
-            with self._condition:
-                self._condition.notify_all()
-            self._worker.join(timeout=STOP_WAIT)
+        if self._stream is not None:
+            self._stream.stop(STOP_WAIT)
         super().destroy_node()
 
 
@@ -400,16 +359,6 @@ def image_teacher(file: str):
     from clip2scene_core.data.synthetic.recorded_teacher import RecordedTeacher
 
     return RecordedTeacher.load(file)
-
-
-def prediction_colors(labels: np.ndarray) -> np.ndarray:
-    """(N,) class indices (65535 = unknown) -> (N, 3) uint8 RGB in the project's label palette."""
-    from clip2scene_core.segmenter import UNKNOWN_LABEL
-    from clip2scene_core.visualize import label_colors
-
-    one_based = labels.astype(np.int64) + 1
-    one_based[labels == UNKNOWN_LABEL] = 0  # drawn grey, like ignored ground truth
-    return (label_colors(one_based) * 255).round().astype(np.uint8)
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:

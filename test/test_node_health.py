@@ -1,16 +1,12 @@
-"""The node's ROS-free parts: diagnostics bookkeeping, intensity scale, class-list encoder, transport."""
+"""The node's ROS-free parts: diagnostics bookkeeping, intensity scale, transport (the worker and
+class-list encoder: test_cloud_stream.py)."""
 from __future__ import annotations
-
-import threading
-import time
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed in this environment")
 
-from clip2scene_core.segmenter import EncodingCancelled  # noqa: E402
-from clip2scene_ros.class_lists import ClassListEncoder  # noqa: E402
 from clip2scene_ros.cloud_input import IntensityScale  # noqa: E402
 from clip2scene_ros.health import (GroupedWarnings, InputWatchdog, RateMeter, RecentEvents,  # noqa: E402
                                    SequenceGaps, reason_key)
@@ -83,62 +79,6 @@ def test_intensity_scale_auto_detects_0_to_255_once():
     for bad in ("-1", "zero", "nan", "0"):
         with pytest.raises(ValueError, match="intensity_scale"):
             parse_intensity_scale(bad)
-
-
-class SlowSegmenter:
-    """Stands in for Segmenter.encode_classes: one step per class, honouring ``cancelled``."""
-
-    def __init__(self, step: float) -> None:
-        self.step, self.started, self.finished = step, [], []
-
-    def encode_classes(self, classes, templates, cancelled):
-        self.started.append(classes)
-        for _ in classes:
-            if cancelled():
-                raise EncodingCancelled("cancelled")
-            time.sleep(self.step)
-        self.finished.append(classes)
-        return tuple(classes)
-
-
-def test_a_newer_class_list_cancels_the_running_encode_and_wins():
-    segmenter = SlowSegmenter(step=0.01)
-    done, errors = [], []
-    encoder = ClassListEncoder(segmenter, done.append, errors.append)
-    huge = [f"class {i}" for i in range(1024)]
-    encoder.request(huge, None)
-    deadline = time.monotonic() + 5
-    while not segmenter.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    encoder.request(["a"], None)
-    encoder.request(["b", "c"], None)  # replaces the queued ["a"] before it starts
-    while not done and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert done == [("b", "c")] and not errors
-    assert huge not in segmenter.finished and ["a"] not in segmenter.finished
-    started = time.monotonic()
-    encoder.request(huge, None)
-    encoder.stop()
-    encoder.thread.join(timeout=2)
-    assert not encoder.thread.is_alive() and time.monotonic() - started < 1
-
-
-def test_encoding_errors_are_reported_and_the_encoder_goes_on():
-    class Failing(SlowSegmenter):
-        def encode_classes(self, classes, templates, cancelled):
-            if classes == ["bad"]:
-                raise OSError("disk full")
-            return super().encode_classes(classes, templates, cancelled)
-
-    done, errors = [], []
-    event = threading.Event()
-    encoder = ClassListEncoder(Failing(0.0), lambda space: (done.append(space), event.set()), errors.append)
-    encoder.request(["bad"], None)
-    time.sleep(0.2)
-    encoder.request(["good"], None)
-    assert event.wait(5)
-    encoder.stop()
-    assert done == [("good",)] and len(errors) == 1 and "disk full" in errors[0]
 
 
 def test_transport_profile_is_applied_unless_the_user_chose_one():

@@ -10,7 +10,8 @@ from PIL import Image
 
 from clip2scene_core.cli import main
 from clip2scene_core.frame import Camera, Frame
-from clip2scene_core.visualize import IGNORE_COLOR, PALETTE, frame_figure, label_colors, save_frame_png
+from clip2scene_core.palette import IGNORE_COLOR, PALETTE, label_colors
+from clip2scene_core.visualize import frame_figure, save_frame_png
 
 
 def assert_sane_picture(path, min_size=(300, 300)):
