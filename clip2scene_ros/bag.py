@@ -584,15 +584,18 @@ def read_recording(path: Union[str, Path]) -> Recording:
 
 @dataclass(frozen=True)
 class ClassChange:
-    """Replace the class list before frame ``frame`` (0-based index of the input clouds)."""
+    """Replace the class list before frame ``frame`` (0-based index of the input clouds), with the
+    thing classes ``thing_classes`` (None = the vocabulary's things in the list: the node's ``[""]``)."""
 
     frame: int
     class_names: tuple[str, ...]
+    thing_classes: Optional[tuple[str, ...]] = None
 
 
-def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) -> dict[int, tuple[str, ...]]:
-    """frame -> class list, checked: frames in ``0..frames-1``, one change per frame, non-empty lists."""
-    changes: dict[int, tuple[str, ...]] = {}
+def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) -> dict[int, ClassChange]:
+    """frame -> change (names stripped), checked: frames in ``0..frames-1``, one change per frame,
+    non-empty lists."""
+    changes: dict[int, ClassChange] = {}
     for change in schedule:
         if change.frame < 0:
             raise ValueError(f"class change at frame {change.frame}: frames count from 0")
@@ -602,7 +605,9 @@ def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) ->
             raise ValueError(f"two class changes at frame {change.frame}")
         if not change.class_names:
             raise ValueError(f"class change at frame {change.frame} has an empty class list")
-        changes[change.frame] = tuple(name.strip() for name in change.class_names)
+        changes[change.frame] = ClassChange(change.frame, tuple(name.strip() for name in change.class_names),
+                                            None if change.thing_classes is None
+                                            else tuple(name.strip() for name in change.thing_classes))
     return changes
 
 
@@ -633,7 +638,7 @@ def segment_bag(path: Union[str, Path], segmenter: Any, schedule: Sequence[Class
     def label(message: Any, frame_cameras: Sequence) -> None:
         nonlocal index
         if index in changes:
-            segmenter.set_classes(changes[index])
+            segmenter.set_classes(changes[index].class_names, changes[index].thing_classes)
         start = time.perf_counter()
         try:
             cloud = cloud_to_xyz(message, drop_invalid=False)

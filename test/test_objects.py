@@ -12,8 +12,8 @@ from clip2scene_core.data.labels import SYNTHETIC_CLASSES
 from clip2scene_core.data.synthetic import SyntheticDataset
 from clip2scene_core.data.synthetic.scene import THING_CLASSES
 from clip2scene_core.objects import (
-    ClusteringParams, PanopticQuality, check_thing_classes, cluster_instances, extract_objects, object_boxes,
-    thing_class_indices,
+    ClusteringParams, PanopticQuality, box_corners, check_thing_classes, cluster_instances, extract_objects,
+    object_boxes, thing_class_indices,
 )
 
 CAR, PERSON, ROAD = 1, 2, 0
@@ -192,3 +192,14 @@ def test_clustering_the_true_classes_of_a_synthetic_scan_recovers_its_objects():
     metric.update(frame.labels, cluster_instances(frame.points, frame.labels - 1, things, params),
                   frame.labels, frame.instances)
     assert metric.summary()["pq_things"] > 0.7  # 0.82 at the defaults: far objects split, adjacent ones merge
+
+
+def test_box_corners_span_the_box_turned_by_its_yaw():
+    corners = box_corners(np.array([[10.0, -2.0, 1.0]]), np.array([[4.0, 2.0, 1.5]]), np.array([math.pi / 2]))
+    assert corners.shape == (1, 8, 3)
+    # Turned by 90 degrees: the 4 m length runs along y, the 2 m width along x.
+    np.testing.assert_allclose(corners[0].min(0), [9.0, -4.0, 0.25], atol=1e-9)
+    np.testing.assert_allclose(corners[0].max(0), [11.0, 0.0, 1.75], atol=1e-9)
+    np.testing.assert_allclose(corners[0, 1] - corners[0, 0], [0.0, 4.0, 0.0], atol=1e-9)  # the length edge
+    with pytest.raises(ValueError, match="same boxes"):
+        box_corners(np.zeros((2, 3)), np.ones((1, 3)), np.zeros(2))

@@ -6,10 +6,10 @@
 * ``extract.py``: both in one call, ``extract_objects`` (what the node runs after segmentation).
 * ``panoptic_quality.py``: PQ / SQ / RQ against ground-truth instances (Kirillov et al., 2019).
 """
-from .boxes import Objects, object_boxes
+from .boxes import Objects, box_corners, object_boxes
 from .clustering import ClusteringParams, check_thing_classes, cluster_instances, thing_class_indices
 from .extract import extract_objects
 from .panoptic_quality import PanopticQuality
 
-__all__ = ["ClusteringParams", "Objects", "PanopticQuality", "check_thing_classes", "cluster_instances",
+__all__ = ["ClusteringParams", "Objects", "PanopticQuality", "box_corners", "check_thing_classes", "cluster_instances",
            "extract_objects", "object_boxes", "thing_class_indices"]

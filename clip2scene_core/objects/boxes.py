@@ -114,3 +114,26 @@ def object_boxes(points: np.ndarray, instances: np.ndarray, class_indices: np.nd
         size=(high - low).astype(np.float32).reshape(objects, 3),
         yaw=yaw.astype(np.float32),
     )
+
+
+def box_corners(center: np.ndarray, size: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """The 8 corners of yaw-oriented boxes (as in `Objects`): (K, 8, 3) float64, metres.
+
+    Args:
+        center: (K, 3) box centres; size: (K, 3) length (along ``yaw``), width, height; yaw: (K,)
+            radians about z.
+    Returns:
+        Corners in the order bottom face (-l-w, +l-w, +l+w, -l+w), then the top face the same way.
+    """
+    center, size = np.asarray(center, np.float64).reshape(-1, 3), np.asarray(size, np.float64).reshape(-1, 3)
+    yaw = np.asarray(yaw, np.float64).reshape(-1)
+    if not len(center) == len(size) == len(yaw):
+        raise ValueError(f"center, size and yaw must describe the same boxes, got {len(center)}, "
+                         f"{len(size)}, {len(yaw)}")
+    signs = np.array([[-1, -1, -1], [1, -1, -1], [1, 1, -1], [-1, 1, -1],
+                      [-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]], np.float64)
+    local = signs[None] * size[:, None, :] / 2  # (K, 8, 3)
+    cos, sin = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+    x = local[..., 0] * cos - local[..., 1] * sin
+    y = local[..., 0] * sin + local[..., 1] * cos
+    return np.stack([x, y, local[..., 2]], axis=-1) + center[:, None, :]
