@@ -167,6 +167,8 @@ def test_thing_class_names_map_to_indices_of_the_active_list():
     assert thing_class_indices(["road", "car", "person"], ["person", "car"]) == (2, 1)
     with pytest.raises(ValueError, match=r"\['lorry'\] are not in the class list"):
         thing_class_indices(["road", "car"], ["car", "lorry"])
+    with pytest.raises(ValueError, match=r"\['car'\] are named more than once"):
+        thing_class_indices(["road", "car"], ["car", "car"])
 
 
 def test_vocabularies_name_their_thing_classes(tmp_path):

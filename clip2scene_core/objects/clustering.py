@@ -100,13 +100,16 @@ def thing_class_indices(class_names: Sequence[str], thing_names: Sequence[str]) 
     order of ``thing_names``), e.g. a vocabulary's ``things`` list for the active class list.
 
     Raises:
-        ValueError listing the thing names that are not in ``class_names``.
+        ValueError listing the thing names that are not in ``class_names``, or named twice.
     """
-    names = list(class_names)
-    unknown = [name for name in thing_names if name not in names]
+    names, things = list(class_names), list(thing_names)
+    unknown = [name for name in things if name not in names]
     if unknown:
         raise ValueError(f"thing classes {unknown} are not in the class list {names}")
-    return check_thing_classes([names.index(name) for name in thing_names])
+    repeated = sorted({name for name in things if things.count(name) > 1})
+    if repeated:
+        raise ValueError(f"thing classes {repeated} are named more than once")
+    return check_thing_classes([names.index(name) for name in things])
 
 
 def cluster_instances(points: np.ndarray, class_indices: np.ndarray, thing_classes: Sequence[int],
