@@ -55,8 +55,8 @@ from visualization_msgs.msg import MarkerArray
 
 from clip2scene_core.calibration import read_calibration
 from clip2scene_core.cloud_stream import ClassList, CloudStream
-from clip2scene_core.segmenter import ClassSpace
 from clip2scene_core.palette import prediction_colors
+from clip2scene_core.segmenter import ClassSpace
 
 from clip2scene_ros.camera_input import CameraInput
 from clip2scene_ros.cloud_input import IntensityScale, read_cloud
