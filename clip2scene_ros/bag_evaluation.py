@@ -5,8 +5,9 @@
   is :mod:`clip2scene_ros.replay`.
 * **Evaluation** (:func:`evaluate_recording`): the recorded class indices become dataset labels
   through class names (`clip2scene_core.metrics.dataset_label_table`, with an optional synonym
-  mapping), then per-class IoU / mIoU (overall and split at class-list changes), latency percentiles
-  and dropped frames.
+  mapping), then per-class IoU / mIoU (overall and split at class-list changes), panoptic quality
+  where the ground truth has instances and the output an ``instance`` field, latency percentiles and
+  dropped frames.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from clip2scene_core.calibration import read_calibration
 from clip2scene_core.metrics import ConfusionMatrix, dataset_label_table, json_number, to_dataset_labels
+from clip2scene_core.objects import ClusteringParams, PanopticQuality, thing_class_indices
 from clip2scene_ros.bag import (CALIBRATION_FILE, CAMERA_INFO, IMAGE, POINT_CLOUD2, POINTS_TOPIC, BagError, BagFile,
                                 GroundTruth, Prediction, Recording, camera_info_topic, image_topic)
 from clip2scene_ros.camera_input import CameraInput
@@ -34,15 +36,18 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClassChange:
-    """Replace the class list before frame ``frame`` (0-based index of the input clouds)."""
+    """Replace the class list before frame ``frame`` (0-based index of the input clouds), with the
+    thing classes ``thing_classes`` (None = the vocabulary's things in the list: the node's ``[""]``)."""
 
     frame: int
     class_names: tuple[str, ...]
+    thing_classes: Optional[tuple[str, ...]] = None
 
 
-def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) -> dict[int, tuple[str, ...]]:
-    """frame -> class list, checked: frames in ``0..frames-1``, one change per frame, non-empty lists."""
-    changes: dict[int, tuple[str, ...]] = {}
+def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) -> dict[int, ClassChange]:
+    """frame -> change (names stripped), checked: frames in ``0..frames-1``, one change per frame,
+    non-empty lists."""
+    changes: dict[int, ClassChange] = {}
     for change in schedule:
         if change.frame < 0:
             raise ValueError(f"class change at frame {change.frame}: frames count from 0")
@@ -52,7 +57,9 @@ def changes_at(schedule: Sequence[ClassChange], frames: Optional[int] = None) ->
             raise ValueError(f"two class changes at frame {change.frame}")
         if not change.class_names:
             raise ValueError(f"class change at frame {change.frame} has an empty class list")
-        changes[change.frame] = tuple(name.strip() for name in change.class_names)
+        changes[change.frame] = ClassChange(change.frame, tuple(name.strip() for name in change.class_names),
+                                            None if change.thing_classes is None
+                                            else tuple(name.strip() for name in change.thing_classes))
     return changes
 
 
@@ -83,7 +90,7 @@ def segment_bag(path: Union[str, Path], segmenter: Any, schedule: Sequence[Class
     def label(message: Any, frame_cameras: Sequence) -> None:
         nonlocal index
         if index in changes:
-            segmenter.set_classes(changes[index])
+            segmenter.set_classes(changes[index].class_names, changes[index].thing_classes)
         start = time.perf_counter()
         try:
             cloud = cloud_to_xyz(message, drop_invalid=False)
@@ -93,7 +100,7 @@ def segment_bag(path: Union[str, Path], segmenter: Any, schedule: Sequence[Class
         result = segmenter.segment(cloud.points, cloud.intensity, cameras=frame_cameras, class_space=space)
         recording.latencies_ms.append((time.perf_counter() - start) * 1e3)
         recording.predictions.append(
-            Prediction(stamp_to_ns(message.header.stamp), result.labels, tuple(space.names)))
+            Prediction(stamp_to_ns(message.header.stamp), result.labels, tuple(space.names), result.instances))
         index += 1
 
     with BagFile(path) as bag:
@@ -126,13 +133,15 @@ class Evaluation:
     """Result of :func:`evaluate_recording`.
 
     overall: confusion over all evaluated frames; segments: ``(first_frame, end_frame, matrix)`` per
-    stretch between class-list changes (end exclusive); report: the JSON-ready summary.
+    stretch between class-list changes (end exclusive); report: the JSON-ready summary; panoptic:
+    PQ / SQ / RQ over the frames with ground-truth and predicted instances (None without any).
     """
 
     class_names: tuple[str, ...]
     overall: ConfusionMatrix
     segments: list[tuple[int, int, ConfusionMatrix]]
     report: dict[str, Any]
+    panoptic: Optional[PanopticQuality] = None
 
     def format_table(self) -> str:
         """Text report: per-class table, per-segment mIoU, latency and drops."""
@@ -143,6 +152,8 @@ class Evaluation:
                 lines.append(f"frames {segment['first_frame']:>4}..{segment['last_frame']:<4} "
                              f"mIoU {_percent(segment['miou']):>6} %   classes {segment['class_lists']}")
             lines.append("")
+        if self.panoptic is not None:
+            lines += [self.panoptic.format_table(self.class_names), ""]
         latency = report["latency_ms"]
         lines.append(f"latency p50 {_number(latency['p50'])} ms, p95 {_number(latency['p95'])} ms "
                      f"({latency['count']} clouds)")
@@ -176,7 +187,11 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
         schedule: the class-list changes of the run; the report splits mIoU at each change frame > 0.
     Returns:
         An :class:`Evaluation`. Input clouds without an output are reported as dropped; an output
-        whose point count differs from the ground truth raises :class:`BagError`.
+        whose point count differs from the ground truth raises :class:`BagError`. Panoptic quality
+        (``report["panoptic"]``, None when not measured) counts the frames whose ground truth and
+        output both have instance ids; ground-truth and spurious segments under
+        ``ClusteringParams.min_points`` points (the node's smallest object) are neither missed nor
+        spurious.
     """
     names = ground_truth.class_names
     frame_of = {stamp: index for index, stamp in enumerate(ground_truth.stamps)}
@@ -187,6 +202,9 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
     class_lists: list[list[tuple[str, ...]]] = [[] for _ in segments]
     evaluated: set[int] = set()
     tables: dict[tuple[str, ...], np.ndarray] = {}
+    panoptic = PanopticQuality(len(names), [index + 1 for index in thing_class_indices(
+        names, ground_truth.thing_classes)], ClusteringParams.min_points)
+    panoptic_frames = 0
     for prediction in recording.predictions:
         frame = frame_of.get(prediction.stamp)
         if frame is None:
@@ -211,6 +229,9 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
         overall.update(predicted, truth)
         segment = next(i for i, (start, end, _) in enumerate(segments) if start <= frame < end)
         segments[segment][2].update(predicted, truth)
+        if prediction.instances is not None and prediction.stamp in ground_truth.instances:
+            panoptic.update(predicted, prediction.instances, truth, ground_truth.instances[prediction.stamp])
+            panoptic_frames += 1
         if prediction.class_names not in class_lists[segment]:
             class_lists[segment].append(prediction.class_names)
         evaluated.add(frame)
@@ -233,5 +254,10 @@ def evaluate_recording(ground_truth: GroundTruth, recording: Recording,
             for (start, end, matrix), lists in zip(segments, class_lists)
         ],
         "mapping": dict(mapping or {}),
+        "panoptic": None if not panoptic_frames else {
+            "frames": panoptic_frames, "thing_classes": list(ground_truth.thing_classes),
+            **{key: json_number(value) for key, value in panoptic.summary().items()},
+            "per_class_pq": {name: json_number(float(value)) for name, value in zip(names, panoptic.pq())},
+        },
     }
-    return Evaluation(names, overall, segments, report)
+    return Evaluation(names, overall, segments, report, panoptic if panoptic_frames else None)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from clip2scene_core.calibration import calibration_of, write_calibration
 from clip2scene_core.frame import Frame
+from clip2scene_core.objects import thing_class_indices
 from clip2scene_ros.bag import (CALIBRATION_FILE, CALIBRATION_TOPIC, GROUND_TRUTH_CLASSES_TOPIC, GROUND_TRUTH_TOPIC,
                                 LIDAR_FRAME_ID, METADATA_KEY, POINTS_TOPIC, BagWriter, camera_info_message,
                                 camera_info_topic, cloud_message, image_message, image_topic, string_message)
@@ -69,7 +70,7 @@ class BagClock:
 def export_frames(frames: Iterable[Frame], path: Union[str, Path], class_names: Sequence[str],
                   storage: str = "mcap", dataset: str = "", include_cameras: bool = True,
                   calibration_file: Optional[Union[str, Path]] = None,
-                  total: Optional[int] = None) -> ExportSummary:
+                  total: Optional[int] = None, thing_classes: Sequence[str] = ()) -> ExportSummary:
     """Write frames to a new rosbag2 (topics in the module docstring).
 
     Args:
@@ -82,13 +83,19 @@ def export_frames(frames: Iterable[Frame], path: Union[str, Path], class_names: 
         include_cameras: also write images, camera infos and calibration.
         calibration_file: where to write the calibration YAML; default ``<path>/calibration.yaml``.
         total: number of frames, for the progress bar only.
+        thing_classes: the classes of ``class_names`` whose points have instance ids (the frames'
+            ``instances``, written as the ground truth's ``instance`` field), e.g. the dataset
+            vocabulary's ``things`` (`clip2scene_core.clip.prompts.load_thing_classes`).
     Returns:
         An :class:`ExportSummary`.
+    Raises:
+        ValueError: empty class list, a thing class not in it, a label beyond it, no frames.
     """
     class_names = tuple(str(name) for name in class_names)
     if not class_names:
         raise ValueError("class_names is empty: the bag's ground truth needs the dataset's class list")
-    classes_json = json.dumps({"dataset": dataset, "classes": list(class_names)})
+    thing_class_indices(class_names, thing_classes)
+    classes_json = json.dumps({"dataset": dataset, "classes": list(class_names), "things": list(thing_classes)})
     path = Path(path)
     calibration: Optional[dict] = None
     count = 0
@@ -126,8 +133,10 @@ def _write_frame(bag: BagWriter, frame: Frame, stamp: int, offset: int, class_na
         if len(frame.labels) and int(frame.labels.max()) > len(class_names):
             raise ValueError(f"frame {frame.frame_id!r} has label {int(frame.labels.max())} but only "
                              f"{len(class_names)} classes")
-        labels = frame.labels.astype(np.uint16)
-        bag.write(GROUND_TRUTH_TOPIC, cloud_message({**xyz, "label": labels}, stamp, LIDAR_FRAME_ID), stamp)
+        truth = {**xyz, "label": frame.labels.astype(np.uint16)}
+        if frame.instances is not None:
+            truth["instance"] = frame.instances.astype(np.uint32)
+        bag.write(GROUND_TRUTH_TOPIC, cloud_message(truth, stamp, LIDAR_FRAME_ID), stamp)
     if not include_cameras:
         return
     for camera in frame.cameras:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import array
 import functools
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from sensor_msgs.msg import Image, PointCloud2, PointField
-from std_msgs.msg import Header
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
 
 
 class MessageFormatError(ValueError):
@@ -54,7 +57,7 @@ IMAGE_ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 COLOUR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
 
 # Field layout of the node's output cloud, in this order (names the rviz PointCloud2 display knows).
-SEGMENTED_FIELDS = ("x", "y", "z", "intensity", "label", "score", "rgb")
+SEGMENTED_FIELDS = ("x", "y", "z", "intensity", "label", "score", "rgb", "instance")
 
 
 # ----------------------------------------------------------------------------------------- stamps
@@ -297,13 +300,15 @@ def unpack_rgb(rgb: np.ndarray) -> np.ndarray:
 
 def segmented_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, colors: np.ndarray,
                     intensity: Optional[np.ndarray] = None, stamp_ns: int = 0,
-                    frame_id: str = "", shape: Optional[tuple[int, int]] = None) -> PointCloud2:
+                    frame_id: str = "", shape: Optional[tuple[int, int]] = None,
+                    instances: Optional[np.ndarray] = None) -> PointCloud2:
     """The node's output cloud with fields :data:`SEGMENTED_FIELDS`.
 
     points: (N, 3) float32, metres (NaN rows stay NaN); labels: (N,) class index (0xFFFF = unknown)
     stored as uint32, the type of PCL's ``PointXYZL`` label; scores: (N,) float32; colors: (N, 3)
     uint8 RGB packed into a float32 ``rgb`` for rviz; intensity: (N,) float32 (zeros when None);
-    shape: (height, width) with height * width = N for an organised cloud; None = (1, N).
+    shape: (height, width) with height * width = N for an organised cloud; None = (1, N);
+    instances: (N,) object ids stored as uint32 ``instance``, 0 = no object (zeros when None).
     """
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 3:
@@ -320,10 +325,67 @@ def segmented_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, 
         else np.asarray(intensity, dtype=np.float32),
         "label": labels.astype(np.uint32), "score": np.asarray(scores, dtype=np.float32),
         "rgb": pack_rgb(colors),
+        "instance": np.zeros(n, np.uint32) if instances is None else _as_uint32("instances", instances, n),
     }
     cloud = make_cloud_array(columns)
     return array_to_cloud(cloud.reshape(shape) if shape is not None else cloud, stamp_ns=stamp_ns,
                           frame_id=frame_id, is_dense=bool(np.isfinite(points).all()))
+
+
+def _as_uint32(name: str, values: Any, count: int) -> np.ndarray:
+    """(count,) integers in 0..2**32-1 as uint32, or ValueError naming ``name``."""
+    values = np.asarray(values)
+    if values.shape != (count,) or (values.size and values.dtype.kind not in "iu"):
+        raise ValueError(f"{name} must be ({count},) integers, got {values.shape} {values.dtype}")
+    if values.size and (values.min() < 0 or values.max() > 0xFFFFFFFF):
+        raise ValueError(f"{name} must lie in 0..2**32-1 to be stored as uint32")
+    return values.astype(np.uint32)
+
+
+def yaw_quaternion(yaw: np.ndarray) -> np.ndarray:
+    """(K,) radians about z -> (K, 4) quaternions x, y, z, w."""
+    half = np.asarray(yaw, np.float64) / 2
+    zeros = np.zeros_like(half)
+    return np.stack([zeros, zeros, np.sin(half), np.cos(half)], axis=1)
+
+
+def object_markers(objects: Any, class_names: Sequence[str], colors: np.ndarray, stamp: Any,
+                   frame_id: str) -> MarkerArray:
+    """The node's ``objects`` message: a ``visualization_msgs/MarkerArray`` with one CUBE per object.
+
+    The array opens with a DELETEALL marker (RViz then drops the previous cloud's boxes), then per
+    object k: ``ns`` = its class name, ``id`` = its instance id (the ``instance`` field of the
+    labelled cloud), ``pose`` = box centre and yaw (quaternion about z), ``scale`` = box length
+    (along the yaw), width and height in metres, ``color`` = the class colour (alpha 0.5), and ``text``
+    = JSON ``{"class", "score", "points", "centroid"}`` (mean cosine score, point count, mean of its
+    points in metres). Every marker has the cloud's ``stamp`` and ``frame_id``.
+
+    Args:
+        objects: `clip2scene_core.objects.Objects` (K objects).
+        class_names: the class list the objects' ``class_index`` indexes.
+        colors: (K, 3) uint8 RGB per object.
+    """
+    header = Header(stamp=stamp, frame_id=str(frame_id))
+    count = len(objects)
+    colors = np.asarray(colors)
+    if colors.shape != (count, 3):
+        raise ValueError(f"colors must be ({count}, 3), got {colors.shape}")
+    markers = [Marker(header=header, action=Marker.DELETEALL)]
+    quaternions = yaw_quaternion(objects.yaw)
+    for k in range(count):
+        center, size, centroid = (getattr(objects, name)[k].tolist() for name in ("center", "size", "centroid"))
+        x, y, z, w = quaternions[k].tolist()
+        red, green, blue = (colors[k] / 255.0).tolist()
+        name = class_names[int(objects.class_index[k])]
+        text = json.dumps({"class": name, "score": round(float(objects.score[k]), 4),
+                           "points": int(objects.point_count[k]), "centroid": [round(v, 3) for v in centroid]})
+        markers.append(Marker(
+            header=header, ns=name, id=int(objects.instance_id[k]), type=Marker.CUBE, action=Marker.ADD,
+            pose=Pose(position=Point(x=center[0], y=center[1], z=center[2]),
+                      orientation=Quaternion(x=x, y=y, z=z, w=w)),
+            scale=Vector3(x=size[0], y=size[1], z=size[2]),
+            color=ColorRGBA(r=red, g=green, b=blue, a=0.5), text=text))
+    return MarkerArray(markers=markers)
 
 
 @dataclass(frozen=True)

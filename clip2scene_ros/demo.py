@@ -8,8 +8,9 @@
    for ``road``, ...) through the node's parameter service, as ``ros2 param set`` would. This runs
    twice: LiDAR only, then with the bag's cameras (``use_cameras``: the 2D-3D ensemble, with the
    simulated teacher, recorded per image, standing in for MaskCLIP).
-4. Score both recordings against the bag's ground truth (mIoU before and after the change, latency,
-   drops), check the same bag offline with the same `Segmenter` (both ways), and draw pictures.
+4. Score both recordings against the bag's ground truth (mIoU before and after the change, panoptic
+   quality of the node's objects, latency, drops), check the same bag offline with the same
+   `Segmenter` (both ways), and draw pictures (the camera views with the student's object boxes).
 """
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     """Run the whole demo; returns the report (also written to ``out_dir/report.json``)."""
     from clip2scene_core.segmenter import Segmenter
     from clip2scene_core.checkpoint import load_checkpoint
+    from clip2scene_core.clip.prompts import load_thing_classes
+    from clip2scene_core.objects import box_corners, object_boxes
     from clip2scene_core.train.pairs import SimulatedTeacher
     from clip2scene_core.visualize import save_cameras_side_by_side_png, save_prediction_vs_truth_png
     from clip2scene_core.data.synthetic.recorded_teacher import RecordedTeacher
@@ -132,7 +135,9 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     # Rendered once: the export, the teacher's maps and the student/teacher comparison all read them.
     frames = list(tqdm(drive_world, desc="render", unit="frame"))
     LOGGER.info("recording an unseen synthetic drive (%d frames) to %s", drive["frames"], bag)
-    exported = export_frames(frames, bag, SYNTHETIC_CLASSES, dataset="synthetic", total=drive["frames"])
+    things = load_thing_classes("synthetic")
+    exported = export_frames(frames, bag, SYNTHETIC_CLASSES, dataset="synthetic", total=drive["frames"],
+                             thing_classes=things)
     state = load_checkpoint(checkpoint)
     class_embeddings = state["extra"]["class_embeddings"]
     sigma = drive_world.config.teacher.feature_noise_sigma
@@ -143,7 +148,10 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
 
     trained = list(SYNTHETIC_CLASSES)
     synonyms = [SYNONYMS[name] for name in trained]
-    change = ClassChange(frame=drive["frames"] // 2, class_names=tuple(synonyms))
+    # The things are renamed with their classes (the node's default, the vocabulary's things, names
+    # none of the synonyms).
+    change = ClassChange(frame=drive["frames"] // 2, class_names=tuple(synonyms),
+                         thing_classes=tuple(SYNONYMS[name] for name in things))
     mapping = {synonym: name for name, synonym in SYNONYMS.items()}
     node_parameters = {"class_names": trained, "reliability": "reliable", "depth": 10, "device": "cpu",
                        "text_cache_dir": str(cache_dir / "text")}
@@ -189,9 +197,14 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     last = frames[last_index]
     pictures = {}
     if predicted[last_index] is not None:
+        # The node's objects of that frame, boxed from its instance ids (scores do not shape a box).
+        instances = next(p.instances for p in recording.predictions if p.stamp == truth.stamps[last_index])
+        objects = object_boxes(last.points, instances, predicted[last_index], np.zeros(last.num_points, np.float32))
         pictures["cameras"] = save_cameras_side_by_side_png(
-            last, [("teacher (projected pixels)", teacher_labels[last_index]), ("student", predicted[last_index])],
-            SYNTHETIC_CLASSES, out_dir / "teacher_vs_student_cameras.png")
+            last, [("teacher (projected pixels)", teacher_labels[last_index]),
+                   (f"student, {len(objects)} objects", predicted[last_index])],
+            SYNTHETIC_CLASSES, out_dir / "teacher_vs_student_cameras.png",
+            boxes=[None, (box_corners(objects.center, objects.size, objects.yaw), objects.class_index)])
         pictures["bev"] = save_prediction_vs_truth_png(
             last.points, predicted[last_index], last.labels, SYNTHETIC_CLASSES,
             out_dir / "prediction_vs_truth_bev.png",
@@ -200,6 +213,7 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
     pictures["iou"] = after.save_iou_bars_png(out_dir / "iou_per_class.png", SYNTHETIC_CLASSES, compare=before,
                                               run_names=("trained names", "synonyms"))
     student_miou, teacher_miou = json_number(student_in_view.miou()), json_number(teacher_in_view.miou())
+    panoptic = live.report["panoptic"] or {}
     report = {
         "summary": {
             "student_miou": student_miou,
@@ -209,6 +223,7 @@ def run_demo(out_dir: Path, config: Mapping[str, Any], cache_dir: Path, retrain:
             "synonyms_miou": live.report["segments"][-1]["miou"],
             "ensemble_trained_names_miou": camera_live.report["segments"][0]["miou"],
             "ensemble_synonyms_miou": camera_live.report["segments"][-1]["miou"],
+            **{key: panoptic.get(key) for key in ("pq", "pq_things", "sq_things", "rq_things")},
             "frames": live.report["frames"],
             "dropped": live.report["dropped"] + camera_live.report["dropped"],
         },
@@ -296,6 +311,10 @@ def format_report(report: Mapping[str, Any], live_table: str) -> str:
              f"{percent(summary['ensemble_trained_names_miou'])}, after the switch "
              f"{percent(summary['ensemble_synonyms_miou'])} (LiDAR only: "
              f"{percent(summary['trained_names_miou'])}, {percent(summary['synonyms_miou'])})",
+             f"panoptic quality of the node's objects (LiDAR only, whole drive, things "
+             f"{', '.join(report['live']['panoptic']['thing_classes']) if report['live']['panoptic'] else '-'}): "
+             f"PQ {percent(summary['pq'])}, PQ_things {percent(summary['pq_things'])} "
+             f"(SQ_things {percent(summary['sq_things'])}, RQ_things {percent(summary['rq_things'])})",
              f"frames {summary['frames']}, dropped {summary['dropped']}",
              f"offline Segmenter on the same bag: mIoU {percent(offline.get('miou'))}; live and offline "
              f"labels agree on {percent(report['live_offline_label_agreement'])} of points",

@@ -14,7 +14,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from clip2scene_ros.package_files import package_file
 
 #: Parameters `ros2 param set` may change while the node runs.
-DYNAMIC_PARAMETERS = ("class_names", "prompt_templates", "score_threshold", "max_points")
+DYNAMIC_PARAMETERS = ("class_names", "prompt_templates", "thing_classes", "score_threshold", "max_points")
 #: The key of config/segment.yaml: every node name in every namespace.
 PARAMS_FILE_KEY = "/**"
 
@@ -51,6 +51,8 @@ DESCRIPTORS = {
     "sparse_backend": descriptor("'' (the checkpoint's) | pure | spconv | minkowski", read_only=True),
     "class_names": descriptor("open-vocabulary class list ([''] = the checkpoint's classes)",
                               constraints="1..1024 names, no duplicates ignoring case and spaces"),
+    "thing_classes": descriptor("classes whose points are grouped into objects ([''] = the vocabulary's)",
+                                constraints="names of the class list, no repeats"),
     "prompt_templates": descriptor("prompt templates with one '{}' ([''] = 85-template ensemble)",
                                    constraints="each must format with a class name"),
     "voxel_size": descriptor("voxel size, m (0 = the checkpoint's)", read_only=True,

@@ -6,8 +6,8 @@ Everything the node publishes on ``segmented_points``, ``class_names`` and ``seg
 written, as received, into a new bag with ``rosbags``; the recording is then read back with
 :func:`clip2scene_ros.bag.read_recording`, so evaluation always goes through the recorded file.
 
-Class-list changes (``at frame i set class_names to [...]``) go through the node's
-``rcl_interfaces/SetParameters`` service, like ``ros2 param set``; the replay waits until the node has
+Class-list changes (``at frame i set class_names to [...]``, with their ``thing_classes``) go through
+the node's ``rcl_interfaces/SetParametersAtomically`` service, as one change; the replay waits until the node has
 announced the new list on ``class_names`` before it plays frame i, so the change takes effect exactly
 there (the clock of the later frames is shifted by that wait).
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import rclpy
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import SetParametersAtomically
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -118,10 +118,12 @@ class _Replayer:
                                                        outputs, raw=True)
         self.node.create_subscription(string, topics.class_names, self._on_class_names, latched, raw=True)
         self.node.create_subscription(float64, topics.latency, self._on_latency, outputs, raw=True)
-        self.parameters = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
+        self.parameters = self.node.create_client(SetParametersAtomically,
+                                                  f"{node_name}/set_parameters_atomically")
         self.node_name = node_name
         self.output_stamps: set[int] = set()
         self.classes: Optional[tuple[str, ...]] = None
+        self.things: tuple[str, ...] = ()
         self.announcements = 0
         self.latencies = 0
         self._last_log_time = 0
@@ -140,7 +142,9 @@ class _Replayer:
     def _on_class_names(self, data: bytes) -> None:
         self.recorder.write_raw(self.topics.class_names, STRING, data, self._log_time())
         try:
-            self.classes = tuple(json.loads(typestore().deserialize_cdr(data, STRING).data)["classes"])
+            announced = json.loads(typestore().deserialize_cdr(data, STRING).data)
+            self.classes = tuple(announced["classes"])
+            self.things = tuple(announced.get("things", ()))
         except (ValueError, KeyError, TypeError) as error:
             raise ReplayError(f"{self.topics.class_names} carried a malformed class list: {error}") from error
         self.announcements += 1
@@ -178,22 +182,28 @@ class _Replayer:
                      f"the node's class list on {self.topics.class_names}")
         if need_parameters:
             self.require(self.parameters.service_is_ready, timeout,
-                         f"the parameter service {self.node_name}/set_parameters")
+                         f"the parameter service {self.node_name}/set_parameters_atomically")
 
-    def set_classes(self, names: Sequence[str], timeout: float) -> None:
-        """``ros2 param set <node> class_names [...]``, then wait for the node to announce the list."""
+    def set_classes(self, change: ClassChange, timeout: float) -> None:
+        """Set the node's ``class_names`` and ``thing_classes`` in one change (``[""]`` for things
+        None: the vocabulary's), then wait for the node to announce the list."""
         before = self.announcements
-        request = SetParameters.Request(parameters=[
-            Parameter("class_names", Parameter.Type.STRING_ARRAY, list(names)).to_parameter_msg()])
+        names = list(change.class_names)
+        things = list(change.thing_classes) if change.thing_classes is not None else [""]
+        request = SetParametersAtomically.Request(parameters=[
+            Parameter("class_names", Parameter.Type.STRING_ARRAY, names).to_parameter_msg(),
+            Parameter("thing_classes", Parameter.Type.STRING_ARRAY, things).to_parameter_msg()])
         future = self.parameters.call_async(request)
-        self.require(future.done, timeout, f"{self.node_name} to answer set_parameters")
-        result = future.result().results[0]
+        self.require(future.done, timeout, f"{self.node_name} to answer set_parameters_atomically")
+        result = future.result().result
         if not result.successful:
-            raise ReplayError(f"the node rejected class_names {list(names)}: {result.reason}")
+            raise ReplayError(f"the node rejected class_names {names} with thing_classes {things}: "
+                              f"{result.reason}")
         wanted = tuple(names)
-        self.require(lambda: self.announcements > before and self.classes == wanted, timeout,
-                     f"the node to announce class list {list(names)}")
-        LOGGER.info("class list now %s", list(names))
+        self.require(lambda: self.announcements > before and self.classes == wanted
+                     and (change.thing_classes is None or self.things == change.thing_classes), timeout,
+                     f"the node to announce class list {names}")
+        LOGGER.info("class list now %s, things %s", names, list(self.things))
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -257,7 +267,7 @@ def replay_bag(bag: Union[str, Path], output: Union[str, Path], *, context: Any 
     return read_recording(output)
 
 
-def _play(replayer: _Replayer, source: BagFile, play: Mapping[str, str], changes: Mapping[int, tuple],
+def _play(replayer: _Replayer, source: BagFile, play: Mapping[str, str], changes: Mapping[int, ClassChange],
           clock: PlaybackClock, wait_for_output: bool, startup_timeout: float,
           output_timeout: float) -> None:
     """The replay loop: timing, class changes, publishing, and the final wait for outputs."""

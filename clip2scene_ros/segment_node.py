@@ -7,14 +7,17 @@ Thin glue over :class:`clip2scene_core.segmenter.Segmenter`:
   (topic names and the remappings to the earlier ones: :mod:`clip2scene_ros.topics`);
 * a worker thread processes the newest cloud only (queue depth 1; replaced clouds are counted as
   drops), so callbacks never block on the network (:class:`clip2scene_core.cloud_stream.CloudStream`);
-* publishes ``~/output/pointcloud`` (x, y, z, intensity, label uint32, score float32, rgb; organised
-  clouds keep height x width), ``~/output/class_names`` (latched std_msgs/String: JSON ``{"version",
-  "classes"}``), ``~/debug/latency_ms`` (std_msgs/Float64, milliseconds from cloud arrival to
-  publication) and ``/diagnostics``;
-* ``class_names`` / ``prompt_templates`` may change at run time: a change is validated in full in the
-  parameter callback (rejected with a reason when bad), encoded on a background thread (a newer
-  change cancels an older one), and swapped in by the worker between two clouds, after announcing
-  the new list on ``~/output/class_names`` (the ordering lives in :mod:`clip2scene_core.cloud_stream`). Every
+* publishes ``~/output/pointcloud`` (x, y, z, intensity, label uint32, score float32, rgb, instance
+  uint32; organised clouds keep height x width), ``~/output/objects`` (visualization_msgs/MarkerArray:
+  one box per object, same stamp and frame as the cloud, see
+  :func:`clip2scene_ros.conversions.object_markers`), ``~/output/class_names`` (latched
+  std_msgs/String: JSON ``{"version", "classes", "things"}``), ``~/debug/latency_ms``
+  (std_msgs/Float64, milliseconds from cloud arrival to publication) and ``/diagnostics``;
+* ``class_names`` / ``prompt_templates`` / ``thing_classes`` may change at run time: a change is
+  validated in full in the parameter callback (rejected with a reason when bad, e.g. a thing class
+  that is not in the class list), encoded on a background thread (a newer change cancels an older
+  one), and swapped in by the worker between two clouds, after announcing the new list on
+  ``~/output/class_names`` (the ordering lives in :mod:`clip2scene_core.cloud_stream`). Every
   output cloud is therefore preceded by the announcement of the list its labels index;
 * clouds that are lost in transport (best effort) are counted from the DDS "message lost" event, and
   a publisher that is matched but delivers nothing for ``input_timeout`` seconds is reported.
@@ -25,6 +28,7 @@ settings: :mod:`clip2scene_ros.transport`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -48,15 +52,17 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64, String
+from visualization_msgs.msg import MarkerArray
 
 from clip2scene_core.calibration import read_calibration
 from clip2scene_core.cloud_stream import ClassList, CloudStream
 from clip2scene_core.palette import prediction_colors
+from clip2scene_core.segmenter import ClassSpace
 
 from clip2scene_ros import topics
 from clip2scene_ros.camera_input import CameraInput
 from clip2scene_ros.cloud_input import IntensityScale, read_cloud
-from clip2scene_ros.conversions import MessageFormatError, segmented_cloud, stamp_to_ns
+from clip2scene_ros.conversions import MessageFormatError, object_markers, segmented_cloud, stamp_to_ns
 from clip2scene_ros.health import (GroupedWarnings, InputWatchdog, LatencyWindow, RateMeter,
                                    RecentEvents, SequenceGaps)
 from clip2scene_ros.node_parameters import (DESCRIPTORS, check_reliability, default_parameters,
@@ -127,6 +133,8 @@ class SegmentNode(Node):
                                                        qos_overriding_options=overridable)
         self.latency_publisher = self.create_publisher(Float64, topics.DEBUG_LATENCY, output_qos,
                                                        qos_overriding_options=overridable)
+        self.objects_publisher = self.create_publisher(MarkerArray, topics.OUTPUT_OBJECTS, output_qos,
+                                                       qos_overriding_options=overridable)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.cloud_subscription = self.create_subscription(
             PointCloud2, topics.INPUT_POINTCLOUD, self._on_cloud, input_qos, qos_overriding_options=overridable,
@@ -140,7 +148,8 @@ class SegmentNode(Node):
         self._stream = CloudStream(
             self.segmenter, self._process, self._announce, self._on_failure, self.get_logger().error,
             ready=self._cloud_with_cameras if self.camera_input is not None else None,
-            poll_period=0.01 if self.camera_input is not None else 0.5)
+            poll_period=0.01 if self.camera_input is not None else 0.5,
+            settings={"thing_classes": non_empty(param("thing_classes")) or None})
         self.get_logger().info(
             f"ready on {self.segmenter.device}: {len(self.segmenter.class_space.names)} classes, "
             f"text space {self.segmenter.text_spec.get('name')}, input "
@@ -163,6 +172,7 @@ class SegmentNode(Node):
             backend=str(param("sparse_backend")) or None,
             score_threshold=float(param("score_threshold")),
             prompt_templates=non_empty(param("prompt_templates")) or None,
+            thing_classes=non_empty(param("thing_classes")) or None,
             text_cache_dir=str(param("text_cache_dir")) or None,
             image_teacher=image_teacher(str(param("image_teacher"))) if bool(param("use_cameras")) else None,
             max_range=float(param("max_range")),
@@ -217,6 +227,25 @@ class SegmentNode(Node):
                         validate_prompt_templates(templates)
             except (TypeError, ValueError) as error:
                 return SetParametersResult(successful=False, reason=f"{parameter.name}: {error}")
+        return self._validate_things({p.name: p.value for p in parameters})
+
+    def _validate_things(self, values: dict[str, Any]) -> SetParametersResult:
+        """Thing classes must name classes of the class list, both as they will be after ``values``.
+
+        At start-up (no segmenter yet) the `Segmenter` checks them itself.
+        """
+        segmenter = getattr(self, "segmenter", None)
+        if segmenter is None or not {"class_names", "thing_classes"} & set(values):
+            return SetParametersResult(successful=True)
+        current = lambda name: values[name] if name in values else self.get_parameter(name).value  # noqa: E731
+        try:
+            segmenter.thing_indices(non_empty(current("class_names") or []) or segmenter.train_classes,
+                                    non_empty(current("thing_classes") or []) or None)
+        except ValueError as error:
+            name = "thing_classes" if "thing_classes" in values else "class_names"
+            hint = "" if name == "thing_classes" else \
+                " (set thing_classes in the same call, or reset it to [''] first)"
+            return SetParametersResult(successful=False, reason=f"{name}: {error}{hint}")
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters: list[Parameter]) -> None:
@@ -225,21 +254,32 @@ class SegmentNode(Node):
             self.segmenter.score_threshold = float(names["score_threshold"])
         if "max_points" in names:
             self.max_points = int(names["max_points"])
-        if "class_names" in names or "prompt_templates" in names:
+        if {"class_names", "prompt_templates", "thing_classes"} & set(names):
+            # A thing-only change goes the same way (the text embeddings come from the cache), so
+            # every change swaps in between two clouds, in the order it was made.
             classes = non_empty(self.get_parameter("class_names").value) or list(self.segmenter.train_classes)
             templates = non_empty(self.get_parameter("prompt_templates").value) or None
+            things = non_empty(self.get_parameter("thing_classes").value) or None
             preview = classes if len(classes) <= 16 else classes[:16] + [f"... ({len(classes)} in all)"]
-            self.get_logger().info(f"encoding new class list {preview}")
-            self._stream.request_classes(classes, templates)
+            self.get_logger().info(f"encoding new class list {preview}, things {things or 'of the vocabulary'}")
+            self._stream.request_classes(classes, templates, settings={"thing_classes": things})
 
     def _announce(self, class_list: ClassList) -> None:
         """Publish a class list on the latched topic (the stream calls it before any cloud labelled
         with the list, once per version)."""
-        space = class_list.space
-        message = String(data=json.dumps({"version": space.version, "classes": list(space.names)}))
+        space = self._with_things(class_list)
+        message = String(data=json.dumps({"version": space.version, "classes": list(space.names),
+                                          "things": list(space.thing_names)}))
         self.classes_publisher.publish(message)
         if self._stream is not None:  # the initial list is announced while the stream starts
             self.get_logger().info(f"class list v{space.version} active: {len(space.names)} classes")
+
+    def _with_things(self, class_list: ClassList) -> ClassSpace:
+        """The list's class space with the thing classes of its ``thing_classes`` setting (None =
+        the vocabulary's things in the list; checked when the parameters were set)."""
+        space = class_list.space
+        things = self.segmenter.thing_indices(space.names, class_list.settings.get("thing_classes"))
+        return dataclasses.replace(space, things=things)
 
     # -- data path -------------------------------------------------------------------------------
     def _on_cloud(self, message: PointCloud2, info: Any) -> None:
@@ -285,14 +325,19 @@ class SegmentNode(Node):
             self._warnings.warn("", f"{int(far.sum())} of {len(far)} points lie beyond max_range="
                                     f"{self.segmenter.max_range:g} m or the voxel grid: labelled unknown")
         result = self.segmenter.segment(cloud.points, cloud.network_intensity, cameras=cameras,
-                                        class_space=class_list.space)
+                                        class_space=self._with_things(class_list))
         output = segmented_cloud(cloud.points, result.labels, result.scores,
                                  prediction_colors(result.labels), intensity=cloud.intensity,
-                                 frame_id=message.header.frame_id, shape=cloud.shape)
+                                 frame_id=message.header.frame_id, shape=cloud.shape,
+                                 instances=result.instances)
         output.header.stamp = message.header.stamp
+        objects = object_markers(result.objects, result.class_space.names,
+                                 prediction_colors(result.objects.class_index), message.header.stamp,
+                                 message.header.frame_id)
         if self._stream.stopped:
             return
         self.cloud_publisher.publish(output)
+        self.objects_publisher.publish(objects)
         now = time.monotonic()
         latency_ms = (now - arrived) * 1e3
         self.latency_publisher.publish(Float64(data=latency_ms))

@@ -11,6 +11,7 @@ topic                           type                           before (still giv
 ``~/input/<camera>/image``      sensor_msgs/Image              ``<camera>/image``
 ``~/input/<camera>/camera_info`` sensor_msgs/CameraInfo        ``<camera>/camera_info``
 ``~/output/pointcloud``         sensor_msgs/PointCloud2        ``segmented_points``
+``~/output/objects``            visualization_msgs/MarkerArray ``~/objects``
 ``~/output/class_names``        std_msgs/String (latched)      ``class_names``
 ``~/debug/latency_ms``          std_msgs/Float64               ``segment_latency``
 ==============================  =============================  ======================
@@ -25,6 +26,7 @@ from typing import Sequence
 
 INPUT_POINTCLOUD = "~/input/pointcloud"
 OUTPUT_POINTCLOUD = "~/output/pointcloud"
+OUTPUT_OBJECTS = "~/output/objects"
 OUTPUT_CLASS_NAMES = "~/output/class_names"
 DEBUG_LATENCY = "~/debug/latency_ms"
 
@@ -44,7 +46,8 @@ def legacy_remappings(points: str = "points", segmented_points: str = "segmented
     """(node topic, topic) pairs that give the node its earlier topic names (``points`` and
     ``segmented_points`` replaced by the given ones), for ``camera_names``' cameras too."""
     remappings = [(INPUT_POINTCLOUD, points), (OUTPUT_POINTCLOUD, segmented_points),
-                  (OUTPUT_CLASS_NAMES, "class_names"), (DEBUG_LATENCY, "segment_latency")]
+                  (OUTPUT_OBJECTS, "~/objects"), (OUTPUT_CLASS_NAMES, "class_names"),
+                  (DEBUG_LATENCY, "segment_latency")]
     for camera in camera_names:
         remappings += [(camera_image(camera), f"{camera}/image"), (camera_info(camera), f"{camera}/camera_info")]
     return remappings

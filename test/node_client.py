@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 
-from clip2scene_ros.topics import INPUT_POINTCLOUD, OUTPUT_CLASS_NAMES, OUTPUT_POINTCLOUD, legacy_remappings
+from clip2scene_ros.topics import (INPUT_POINTCLOUD, OUTPUT_CLASS_NAMES, OUTPUT_OBJECTS, OUTPUT_POINTCLOUD,
+                                 legacy_remappings)
 from ros_harness import RosProcess, spin_until
 
 
@@ -33,6 +34,7 @@ class NodeClient:
         from sensor_msgs.msg import PointCloud2
         from diagnostic_msgs.msg import DiagnosticArray
         from std_msgs.msg import String
+        from visualization_msgs.msg import MarkerArray
 
         self.node = rclpy.create_node("node_test_client", context=context, namespace=namespace or None)
         self.node_name = node_name
@@ -45,6 +47,8 @@ class NodeClient:
         self.outputs: list = []
         self.announcements: list[dict] = []
         self.node.create_subscription(PointCloud2, topic(OUTPUT_POINTCLOUD), self.outputs.append, reliable)
+        self.objects: list = []
+        self.node.create_subscription(MarkerArray, topic(OUTPUT_OBJECTS), self.objects.append, reliable)
         self.node.create_subscription(String, topic(OUTPUT_CLASS_NAMES),
                                       lambda m: self.announcements.append(json.loads(m.data)), latched)
         self.set_parameters = self.node.create_client(
@@ -89,6 +93,38 @@ class NodeClient:
             return future
         spin_until(self.executor, future.done, 30, "the parameter service")
         return future.result().results[0]
+
+    def set_string_arrays(self, wait: bool = True, **values: list[str]):
+        """Set several string-array parameters in one request; returns one result per parameter (or,
+        without ``wait``, the request's future)."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(parameters=[
+            Parameter(name, Parameter.Type.STRING_ARRAY, list(value)).to_parameter_msg()
+            for name, value in values.items()])
+        future = self.set_parameters.call_async(request)
+        if not wait:
+            return future
+        spin_until(self.executor, future.done, 30, "the parameter service")
+        return future.result().results
+
+    def set_string_arrays_atomically(self, **values: list[str]):
+        """Set several string-array parameters as one change (all or none); returns its result."""
+        from rcl_interfaces.srv import SetParametersAtomically
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParametersAtomically,
+                                         f"{self.set_parameters.srv_name.rsplit('/', 1)[0]}/set_parameters_atomically")
+        try:
+            spin_until(self.executor, client.service_is_ready, 30, "the atomic parameter service")
+            future = client.call_async(SetParametersAtomically.Request(parameters=[
+                Parameter(name, Parameter.Type.STRING_ARRAY, list(value)).to_parameter_msg()
+                for name, value in values.items()]))
+            spin_until(self.executor, future.done, 30, "the atomic parameter service")
+            return future.result().result
+        finally:
+            self.node.destroy_client(client)
 
     def close(self) -> None:
         self.executor.shutdown()

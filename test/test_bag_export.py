@@ -70,6 +70,10 @@ def test_cli_export_decodes_with_mcap_ros2_as_standard_messages(synthetic_folder
         raw = np.frombuffer(bytes(truth.data), np.uint8).reshape(-1, truth.point_step)
         labels = raw[:, label_field.offset:label_field.offset + 2].copy().view(np.uint16)[:, 0]
         np.testing.assert_array_equal(labels, frame.labels)
+        instance_field = next(f for f in truth.fields if f.name == "instance")
+        assert instance_field.datatype == 6  # uint32
+        instances = raw[:, instance_field.offset:instance_field.offset + 4].copy().view(np.uint32)[:, 0]
+        np.testing.assert_array_equal(instances, frame.instances)
 
         camera = frame.cameras[0]
         image = messages[f"/{camera.name}/image"][index].message
@@ -91,17 +95,31 @@ def test_cli_export_decodes_with_mcap_ros2_as_standard_messages(synthetic_folder
 def test_sqlite3_bag_reads_back_the_frames_and_ground_truth(tmp_path):
     frames = SyntheticDataset(None, num_scenes=1, frames_per_scene=2, config=TINY_WORLD, with_cameras=False)
     summary = export_frames(list(frames), tmp_path / "bag", frames.class_names, storage="sqlite3",
-                            dataset="synthetic")
+                            dataset="synthetic", thing_classes=("car", "pedestrian"))
     assert (tmp_path / "bag" / "bag.db3").is_file() and summary.calibration_file is None
     truth = read_input(tmp_path / "bag")
     assert truth.class_names == frames.class_names
     assert truth.stamps == tuple(frame.timestamp for frame in frames)
+    assert truth.thing_classes == ("car", "pedestrian")
     for frame, stamp in zip(frames, truth.stamps):
         np.testing.assert_array_equal(truth.labels[stamp], frame.labels)
+        assert truth.instances[stamp].dtype == np.uint32 and frame.instances.any()
+        np.testing.assert_array_equal(truth.instances[stamp], frame.instances)
     with BagFile(tmp_path / "bag") as bag:
-        assert json.loads(bag.metadata[METADATA_KEY]) == {"dataset": "synthetic",
-                                                          "classes": list(frames.class_names)}
+        assert json.loads(bag.metadata[METADATA_KEY]) == {"dataset": "synthetic", "classes": list(frames.class_names),
+                                                          "things": ["car", "pedestrian"]}
         assert "/calibration" not in bag.topics
+
+
+def test_thing_classes_must_be_classes_and_frames_without_instances_export_no_instance_field(tmp_path):
+    frames = SyntheticDataset(None, num_scenes=1, frames_per_scene=1, config=TINY_WORLD, with_cameras=False)
+    with pytest.raises(ValueError, match=r"thing classes \['lorry'\] are not in the class list"):
+        export_frames(list(frames), tmp_path / "bad", frames.class_names, thing_classes=["lorry"])
+    frame = frames[0]
+    frame.instances = None
+    export_frames([frame], tmp_path / "bag", frames.class_names, include_cameras=False)
+    truth = read_input(tmp_path / "bag")
+    assert truth.instances == {} and truth.thing_classes == ()
 
 
 def test_restarting_scene_clocks_still_give_increasing_unique_stamps():

@@ -241,6 +241,29 @@ def test_live_replay_without_a_reachable_node_fails_and_leaves_no_output_or_repo
     assert not report.exists() and not (tmp_path / "output").exists()
 
 
+def test_panoptic_quality_counts_the_frames_with_instances_on_both_sides():
+    # Label 1 "road" (stuff), 2 "car" (thing): 10 road points, car 7 (6 points), car 8 (5 points).
+    labels = np.array([1] * 10 + [2] * 11)
+    instances = np.array([0] * 10 + [7] * 6 + [8] * 5, np.uint32)
+    truth = GroundTruth(("road", "car"), (10, 20, 30), {10: labels, 20: labels, 30: labels}, ("car",),
+                        {10: instances, 20: instances})
+    merged = np.array([0] * 10 + [3] * 11, np.uint32)  # the two cars as one object: matches car 7 (IoU 6/11)
+    recording = Recording(predictions=[
+        Prediction(10, (labels - 1).astype(np.uint16), ("road", "car"), np.where(labels == 2, instances - 6, 0)),
+        Prediction(20, (labels - 1).astype(np.uint16), ("road", "car"), merged),
+        Prediction(30, (labels - 1).astype(np.uint16), ("road", "car"), merged)])  # no ground-truth instances
+    evaluation = evaluate_recording(truth, recording)
+    panoptic = evaluation.report["panoptic"]
+    assert panoptic["frames"] == 2 and panoptic["thing_classes"] == ["car"]
+    # car: 3 TP (IoU 1, 1, 6/11), car 8 of frame 20 missed (FN 1); frame 30 not counted; road perfect.
+    car = (2 + 6 / 11) / 3 * 3 / 3.5
+    assert panoptic["pq_things"] == pytest.approx(car) and panoptic["pq_stuff"] == pytest.approx(1.0)
+    assert panoptic["per_class_pq"] == {"road": pytest.approx(1.0), "car": pytest.approx(car)}
+    assert f"pq_things: {100 * car:.1f} %" in evaluation.format_table()
+    without = Recording(predictions=[Prediction(10, (labels - 1).astype(np.uint16), ("road", "car"))])
+    assert evaluate_recording(truth, without).report["panoptic"] is None
+
+
 def test_a_recording_without_any_output_reports_every_frame_dropped(tmp_path):
     with BagWriter(tmp_path / "output") as writer:
         writer.add_topic(SEGMENTED_TOPIC, POINT_CLOUD2)

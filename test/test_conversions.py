@@ -1,6 +1,7 @@
 """PointCloud2 / Image / CameraInfo <-> numpy conversions, checked against hand-packed messages."""
 from __future__ import annotations
 
+import json
 import struct
 from types import SimpleNamespace
 
@@ -9,11 +10,12 @@ import pytest
 
 pytest.importorskip("sensor_msgs.msg", reason="ROS 2 sensor_msgs is not installed")
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
 
 from clip2scene_ros.conversions import (  # noqa: E402
     MessageFormatError, array_to_cloud, camera_info_to_intrinsics, cloud_to_array, cloud_to_xyz,
     fields_to_dtype, image_to_numpy, image_to_raw, make_cloud, make_header, ns_to_stamp,
-    numpy_to_image, pack_rgb, segmented_cloud, stamp_to_ns, to_rgb, unpack_rgb)
+    numpy_to_image, object_markers, pack_rgb, segmented_cloud, stamp_to_ns, to_rgb, unpack_rgb)
 
 F = PointField
 
@@ -192,7 +194,7 @@ def test_segmented_cloud_layout_for_rviz():
     cloud = segmented_cloud(points, labels=np.array([0, 0xFFFF]), scores=np.array([0.5, 0.25]),
                             colors=colors, intensity=np.array([7, 8]), stamp_ns=3_000_000_001,
                             frame_id="lidar")
-    assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "label", "score", "rgb"]
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "label", "score", "rgb", "instance"]
     # uint32, like PCL's PointXYZL / PointXYZRGBL label (pcl_ros, RViz colour-by-label users).
     assert {f.name: f.datatype for f in cloud.fields}["label"] == F.UINT32
     decoded = cloud_to_array(cloud)
@@ -201,6 +203,66 @@ def test_segmented_cloud_layout_for_rviz():
     assert stamp_to_ns(cloud.header.stamp) == 3_000_000_001 and cloud.header.frame_id == "lidar"
     with pytest.raises(ValueError, match="0..2"):
         segmented_cloud(points, labels=np.array([0, -1]), scores=np.zeros(2), colors=colors)
+
+
+def read_points_with_struct(cloud) -> list[dict]:
+    """A generic PointCloud2 reader built from the PointField list alone (what upstream
+    ``sensor_msgs_py.point_cloud2.read_points`` does), point by point with ``struct``."""
+    codes = {F.INT8: "b", F.UINT8: "B", F.INT16: "h", F.UINT16: "H", F.INT32: "i", F.UINT32: "I",
+             F.FLOAT32: "f", F.FLOAT64: "d"}
+    order = ">" if cloud.is_bigendian else "<"
+    data = bytes(cloud.data)
+    return [{f.name: struct.unpack_from(order + codes[f.datatype], data, i * cloud.point_step + f.offset)[0]
+             for f in cloud.fields} for i in range(cloud.width * cloud.height)]
+
+
+def test_instance_field_round_trips_as_uint32_through_a_generic_reader():
+    points = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]], dtype=np.float32)
+    instances = np.array([0, 7, 0xFFFFFFFF], np.uint32)
+    cloud = segmented_cloud(points, labels=np.array([0, 1, 0xFFFF]), scores=np.array([0.5, 0.25, 0.0]),
+                            colors=np.zeros((3, 3), np.uint8), instances=instances)
+    assert {f.name: f.datatype for f in cloud.fields}["instance"] == F.UINT32
+    decoded = read_points_with_struct(cloud)
+    assert [p["instance"] for p in decoded] == [0, 7, 0xFFFFFFFF]
+    assert [p["label"] for p in decoded] == [0, 1, 0xFFFF] and decoded[1]["y"] == 5.0
+    np.testing.assert_array_equal(cloud_to_array(cloud)["instance"], instances)
+    unset = segmented_cloud(points, np.zeros(3, np.uint16), np.zeros(3), np.zeros((3, 3), np.uint8))
+    assert [p["instance"] for p in read_points_with_struct(unset)] == [0, 0, 0]
+    for bad, message in ((np.array([0, -1, 2]), "0..2"), (np.zeros(2, np.uint32), r"\(3,\) integers"),
+                         (np.zeros(3), "integers")):
+        with pytest.raises(ValueError, match=f"instances must .*{message}"):
+            segmented_cloud(points, np.zeros(3, np.uint16), np.zeros(3), np.zeros((3, 3), np.uint8), instances=bad)
+
+
+def test_objects_become_one_cube_marker_each_after_a_delete_all():
+    from clip2scene_core.objects import extract_objects
+
+    rng = np.random.default_rng(0)
+    car = (rng.uniform(-1, 1, (300, 3)) * [2.0, 0.8, 0.7] + [10.0, 0.0, 0.7]).astype(np.float32)
+    yaw = np.radians(30.0)
+    car[:, :2] = (car[:, :2] - [10.0, 0.0]) @ np.array([[np.cos(yaw), np.sin(yaw)], [-np.sin(yaw), np.cos(yaw)]]) \
+        + [10.0, 0.0]
+    person = (rng.uniform(-1, 1, (50, 3)) * [0.3, 0.3, 0.9] + [0.0, 6.0, 0.9]).astype(np.float32)
+    points = np.concatenate([car, person])
+    classes = np.array([1] * 300 + [2] * 50)
+    _, objects = extract_objects(points, classes, np.full(350, 0.5, np.float32), (1, 2))
+    stamp = ns_to_stamp(5_000_000_007)
+    message = object_markers(objects, ["road", "car", "pedestrian"], np.array([[255, 0, 0], [0, 0, 255]], np.uint8),
+                             stamp, "lidar")
+    first, *boxes = message.markers
+    assert first.action == Marker.DELETEALL and len(boxes) == 2
+    assert [(m.ns, m.id, m.type) for m in boxes] == [("car", 1, Marker.CUBE), ("pedestrian", 2, Marker.CUBE)]
+    assert all(m.header.frame_id == "lidar" and stamp_to_ns(m.header.stamp) == 5_000_000_007 for m in message.markers)
+    car_marker = boxes[0]
+    q = car_marker.pose.orientation
+    assert abs(np.degrees(2 * np.arctan2(q.z, q.w)) - 30.0) < 3.0 and (q.x, q.y) == (0.0, 0.0)
+    assert abs(car_marker.scale.x - 4.0) < 0.2 and abs(car_marker.scale.y - 1.6) < 0.2
+    assert abs(car_marker.pose.position.x - 10.0) < 0.1 and car_marker.color.r == 1.0 and car_marker.color.a == 0.5
+    info = json.loads(car_marker.text)
+    assert info["class"] == "car" and info["points"] == 300 and info["score"] == 0.5
+    np.testing.assert_allclose(info["centroid"], car.mean(0), atol=1e-3)
+    with pytest.raises(ValueError, match=r"colors must be \(2, 3\)"):
+        object_markers(objects, ["road", "car", "pedestrian"], np.zeros((1, 3), np.uint8), stamp, "lidar")
 
 
 def test_segmented_cloud_keeps_an_organised_shape_and_nan_points():

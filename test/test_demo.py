@@ -22,7 +22,8 @@ MINIATURE_PRETRAIN = {
     "text": {"templates": ["a photo of a {}."]},
 }
 SUMMARY_KEYS = {"student_miou", "teacher_miou", "student_teacher_ratio", "trained_names_miou", "synonyms_miou",
-                "ensemble_trained_names_miou", "ensemble_synonyms_miou", "frames", "dropped"}
+                "ensemble_trained_names_miou", "ensemble_synonyms_miou", "frames", "dropped",
+                "pq", "pq_things", "sq_things", "rq_things"}
 
 
 def miniature_config(folder) -> dict:
@@ -80,6 +81,12 @@ def test_demo_runs_end_to_end_and_reports_the_class_change(tmp_path):
     assert summary["student_teacher_ratio"] == pytest.approx(summary["student_miou"] / summary["teacher_miou"])
     assert 0 < summary["teacher_miou"] < 1
     assert summary["ensemble_trained_names_miou"] == ensemble["live"]["segments"][0]["miou"]
+    # Objects: the node's instance ids scored against the drive's (things renamed with their classes).
+    panoptic = live["panoptic"]
+    assert panoptic["frames"] == 4 and panoptic["thing_classes"] == ["pole", "car", "truck", "pedestrian", "traffic cone"]
+    assert summary["pq_things"] == panoptic["pq_things"] and 0 <= summary["pq"] <= 1
+    assert report["offline"]["panoptic"]["pq"] == pytest.approx(panoptic["pq"]), "live and offline objects differ"
+    assert "PQ_things" in text
     for line in ("student mIoU", "teacher mIoU", "student / teacher", "frames 4, dropped 0", "2D-3D ensemble",
                  "offline 2D-3D ensemble"):
         assert line in text, line

@@ -15,14 +15,8 @@ NEWEST = ["tree", "person", "car"]
 
 def set_string_arrays(client: NodeClient, **values: list[str]) -> None:
     """Set several string-array parameters in one request (one change, one encode)."""
-    from rcl_interfaces.srv import SetParameters
-    from rclpy.parameter import Parameter
-
-    request = SetParameters.Request(parameters=[
-        Parameter(name, Parameter.Type.STRING_ARRAY, value).to_parameter_msg() for name, value in values.items()])
-    future = client.set_parameters.call_async(request)
-    spin_until(client.executor, future.done, 30, "the parameter service")
-    assert all(result.successful for result in future.result().results), future.result()
+    results = client.set_string_arrays(**values)
+    assert all(result.successful for result in results), results
 
 
 def test_a_newer_list_cancels_a_running_1024_class_encode_and_sigint_is_prompt(

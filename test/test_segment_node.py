@@ -43,6 +43,17 @@ def client(rclpy_context, node_process):
     client.close()
 
 
+def blob_cloud_columns(seed: int) -> dict:
+    """3000 points: 10 dense blobs of 200 points (objects whatever class they get) and scattered rest."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform([-18, -18, 0], [18, 18, 1], (10, 3))
+    blobs = (centres[:, None, :] + rng.uniform(-0.8, 0.8, (10, 200, 3))).reshape(-1, 3)
+    columns = make_cloud_columns(seed)
+    for axis, name in enumerate("xyz"):
+        columns[name][:2000] = blobs[:, axis]
+    return columns
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_checkpoint, tmp_path_factory):
     """The same Segmenter run directly, in this process."""
@@ -52,8 +63,8 @@ def reference(tiny_checkpoint, tmp_path_factory):
                      text_cache_dir=tmp_path_factory.mktemp("reference_cache"))
 
 
-def labels_under(reference, names, columns):
-    space = reference.encode_classes(names)
+def labels_under(reference, names, columns, things=None):
+    space = reference.encode_classes(names, thing_classes=things)
     points = np.stack([columns["x"], columns["y"], columns["z"]], axis=1)
     return reference.segment(points, columns["intensity"], class_space=space)
 
@@ -113,6 +124,83 @@ def test_bad_class_list_is_rejected_with_a_reason(client, names, reason):
     assert not result.successful
     assert reason in result.reason
     assert client.send(make_cloud(make_cloud_columns(seed=3))).width == 3000  # still serving
+
+
+def objects_for(client, stamp_ns: int):
+    from clip2scene_ros.conversions import stamp_to_ns
+
+    spin_until(client.executor, lambda: any(stamp_to_ns(o.markers[0].header.stamp) == stamp_ns
+                                            for o in client.objects), 30, "the objects of a cloud")
+    return next(o for o in client.objects if stamp_to_ns(o.markers[0].header.stamp) == stamp_ns)
+
+
+def test_objects_topic_boxes_the_thing_points_with_the_clouds_stamp(client, reference):
+    from visualization_msgs.msg import Marker
+
+    from clip2scene_ros.conversions import cloud_to_array, make_cloud
+
+    things = ["car", "building", "vegetation"]
+    assert all(result.successful for result in client.set_string_arrays(thing_classes=things))
+    spin_until(client.executor, lambda: client.announcements[-1].get("things") == things, 30, "the things")
+    columns = blob_cloud_columns(seed=21)
+    output = client.send(make_cloud(columns, stamp_ns=7_000_000_003, frame_id="velodyne"))
+    cloud = cloud_to_array(output)
+    expected = labels_under(reference, FIRST_CLASSES, columns, things)
+    assert {f.name: f.datatype for f in output.fields}["instance"] == 6  # uint32
+    np.testing.assert_array_equal(cloud["instance"], expected.instances)
+    assert len(expected.objects) > 0
+    markers = objects_for(client, 7_000_000_003)
+    assert markers.markers[0].action == Marker.DELETEALL
+    boxes = markers.markers[1:]
+    assert [m.id for m in boxes] == expected.objects.instance_id.tolist()
+    assert [m.ns for m in boxes] == [FIRST_CLASSES[i] for i in expected.objects.class_index]
+    assert all(m.header.frame_id == "velodyne" for m in markers.markers)
+    np.testing.assert_allclose([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in boxes],
+                               expected.objects.center, atol=1e-4)
+    assert [json.loads(m.text)["points"] for m in boxes] == expected.objects.point_count.tolist()
+    assert all(result.successful for result in client.set_string_arrays(thing_classes=[""]))
+
+
+def test_thing_class_changes_swap_between_clouds_in_order(client, reference):
+    from clip2scene_ros.conversions import cloud_to_array, make_cloud
+
+    assert all(result.successful for result in client.set_string_arrays(thing_classes=["car"]))
+    sent = [blob_cloud_columns(seed=30 + i) for i in range(6)]
+    outputs, future = [], None
+    for index, columns in enumerate(sent):
+        outputs.append(cloud_to_array(client.send(make_cloud(columns, stamp_ns=100 + index))).copy())
+        if index == 1:  # change the things without waiting: the swap races the stream
+            future = client.set_string_arrays(wait=False, thing_classes=["building", "vegetation"])
+    spin_until(client.executor, future.done, 30, "the parameter service")
+    assert future.result().results[0].successful
+    switched = []
+    for index, (columns, output) in enumerate(zip(sent, outputs)):
+        old = labels_under(reference, FIRST_CLASSES, columns, ["car"]).instances
+        new = labels_under(reference, FIRST_CLASSES, columns, ["building", "vegetation"]).instances
+        assert not np.array_equal(old, new)
+        is_new = np.array_equal(output["instance"], new)
+        assert is_new or np.array_equal(output["instance"], old), "instances of neither thing list"
+        switched.append(is_new)
+        assert len(objects_for(client, 100 + index).markers) - 1 == output["instance"].max()
+    assert switched[:2] == [False, False] and switched[-1] and switched == sorted(switched), switched
+    assert client.announcements[-1]["things"] == ["building", "vegetation"]
+    assert all(result.successful for result in client.set_string_arrays(thing_classes=[""]))
+
+
+def test_thing_classes_must_name_classes_of_the_list(client):
+    from clip2scene_ros.conversions import make_cloud
+
+    result = client.set_string_arrays(thing_classes=["car", "lorry"])[0]
+    assert not result.successful and "thing classes ['lorry'] are not in the class list" in result.reason
+    assert all(result.successful for result in client.set_string_arrays(thing_classes=["car"]))
+    result = client.set_class_names(SECOND_CLASSES)  # would drop the thing "car"
+    assert not result.successful and "thing_classes in the same call" in result.reason
+    together = client.set_string_arrays_atomically(class_names=SECOND_CLASSES, thing_classes=["automobile"])
+    assert together.successful, together.reason
+    spin_until(client.executor, lambda: client.announcements[-1]["things"] == ["automobile"], 30, "the swap")
+    assert client.announcements[-1]["classes"] == SECOND_CLASSES
+    assert client.send(make_cloud(make_cloud_columns(seed=3))).width == 3000  # still serving
+    assert client.set_string_arrays_atomically(class_names=FIRST_CLASSES, thing_classes=[""]).successful
 
 
 def malformed_clouds():

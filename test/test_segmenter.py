@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from clip2scene_core.checkpoint import load_checkpoint
+from clip2scene_core.clip.prompts import load_thing_classes
 from clip2scene_core.frame import Camera
 from clip2scene_core.clip.text_encoders import same_text_space
 from clip2scene_core.device import resolve_device
@@ -81,6 +83,35 @@ def test_class_space_swap_is_atomic_and_versioned(segmenter):
     segmenter.set_class_space(space)
     assert segmenter.class_space is space
     segmenter.set_class_space(before)
+
+
+def test_thing_classes_default_to_the_vocabulary_of_the_checkpoints_data(tiny_checkpoint, tmp_path):
+    state = load_checkpoint(tiny_checkpoint)
+    assert Segmenter(state, class_names=["road", "car"], device="cpu", prompt_templates=TEMPLATES,
+                     text_cache_dir=tmp_path).class_space.things == ()  # no recorded data kind
+    state["extra"] = {"config": {"data": {"kind": "synthetic"}}}
+    segmenter = Segmenter(state, class_names=["road", "automobile", "car", "pedestrian"], device="cpu",
+                          prompt_templates=TEMPLATES, text_cache_dir=tmp_path)
+    assert segmenter.vocabulary_things == load_thing_classes("synthetic")
+    assert segmenter.class_space.thing_names == ("car", "pedestrian")  # "automobile" is no vocabulary name
+    space = segmenter.encode_classes(["road", "automobile"], thing_classes=["automobile"])
+    assert space.things == (1,) and space.thing_names == ("automobile",)
+    with pytest.raises(ValueError, match=r"thing classes \['lorry'\] are not in the class list"):
+        segmenter.encode_classes(["road", "car"], thing_classes=["car", "lorry"])
+
+
+def test_points_of_thing_classes_are_grouped_into_objects(segmenter):
+    points, intensity = random_points()
+    plain = segmenter.segment(points, intensity)
+    assert plain.class_space.things == () and not plain.instances.any() and len(plain.objects) == 0
+    space = segmenter.encode_classes(["road", "car", "tree"], thing_classes=["car", "tree"])
+    result = segmenter.segment(points, intensity, class_space=space)
+    np.testing.assert_array_equal(result.labels, plain.labels)
+    assert result.instances.dtype == np.uint32 and result.instances.shape == (len(points),)
+    assert ((result.instances > 0) <= np.isin(result.labels, [1, 2])).all()
+    assert result.instances.max() == len(result.objects) > 0
+    assert result.objects.point_count.sum() == np.count_nonzero(result.instances)
+    assert set(result.objects.class_index.tolist()) <= {1, 2}
 
 
 def test_checkpoint_text_space_must_match_the_encoder(tiny_checkpoint):

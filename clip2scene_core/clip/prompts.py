@@ -10,6 +10,7 @@ classes:
   - name: driveable_surface          # the dataset's identifier
     display: driveable surface       # optional; default: name with "_" -> " "
     synonyms: [road, driveable surface]   # optional; phrases put into the templates
+things: [car, pedestrian]            # optional; the countable classes (see load_thing_classes)
 ```
 """
 from __future__ import annotations
@@ -162,6 +163,29 @@ def load_class_vocabulary(source: Union[str, Path]) -> list[ClassPrompt]:
     if duplicates:
         raise ValueError(f"{path}: duplicate class names {duplicates}")
     return classes
+
+
+def load_thing_classes(source: Union[str, Path]) -> tuple[str, ...]:
+    """The *thing* classes of a vocabulary (a YAML path or a dataset kind, as for
+    `load_class_vocabulary`): its optional top-level ``things`` list of class names, the countable
+    classes whose points group into objects; () when the file has none.
+
+    Raises:
+        ValueError naming the file when ``things`` is not a list of its class names without repeats.
+    """
+    path = _vocabulary_path(source)
+    names = [item.name for item in load_class_vocabulary(path)]
+    with open(path, "r", encoding="utf-8") as handle:
+        things = yaml.safe_load(handle).get("things", [])
+    if not isinstance(things, list):
+        raise ValueError(f"{path}: 'things' must be a list of class names, got {things!r}")
+    unknown = [name for name in things if name not in names]
+    if unknown:
+        raise ValueError(f"{path}: things {unknown} are not classes of the file")
+    repeated = sorted({name for name in things if things.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{path}: things lists {repeated} more than once")
+    return tuple(things)
 
 
 def class_prompts(phrases: Sequence[str], templates: Sequence[str] = TEMPLATES) -> list[str]:

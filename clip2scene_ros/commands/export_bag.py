@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clip2scene_core.clip.prompts import load_thing_classes
     from clip2scene_core.data import open_dataset
     from clip2scene_ros.bag_export import export_frames  # ROS message packages load only for this command
 
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     summary = export_frames((dataset[i] for i in indices), args.output, dataset.class_names,
                             storage=args.storage, dataset=args.dataset,
                             include_cameras=not args.no_cameras,
-                            calibration_file=args.calibration_file, total=len(indices))
+                            calibration_file=args.calibration_file, total=len(indices),
+                            thing_classes=load_thing_classes(args.dataset))
     print(f"wrote {summary.frames} frames to {summary.path} ({args.storage})")
     for topic, count in sorted(summary.counts.items()):
         print(f"  {topic:<40} {count:>6} messages")
