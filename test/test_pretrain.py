@@ -140,7 +140,8 @@ def test_s3_trains_eq1_on_the_points_own_predictions_once_active(tiny_frames):
     batch, text, config = one_batch(tiny_frames)
     torch.manual_seed(0)
     model = build_model(model_config_for(config, 384)).eval()  # eval: BatchNorm gives repeatable outputs
-    always_points = {**config, "s3": {**config["s3"], "enabled": True, "start_epoch": 1, "probability": 1.0}}
+    always_points = {**config, "s3": {**config["s3"], "enabled": True, "start_epoch": 1, "probability": 1.0,
+                                      "point_labels": "argmax"}}
     semantic, consistency = heads_at_pairs(model, batch, config)
     on_points = pretraining_loss(batch.pixel_features, semantic, consistency, text, batch.cell_ids,
                                  pseudo_labels(semantic, text), LossConfig())
@@ -174,7 +175,8 @@ def test_checkpoints_from_before_s3_point_labels_read_as_the_argmax():
 
     old = {**DEFAULT_PRETRAIN_CONFIG, "s3": {k: v for k, v in DEFAULT_PRETRAIN_CONFIG["s3"].items()
                                              if k != "point_labels"}}
-    assert recorded_pretrain_config({"extra": {"config": old}}) == DEFAULT_PRETRAIN_CONFIG
+    argmax = {**DEFAULT_PRETRAIN_CONFIG, "s3": {**DEFAULT_PRETRAIN_CONFIG["s3"], "point_labels": "argmax"}}
+    assert recorded_pretrain_config({"extra": {"config": old}}) == argmax
 
 
 def test_kl_row_replaces_eq1_by_logit_distillation(tiny_frames):
