@@ -179,8 +179,8 @@ def test_vocabularies_name_their_thing_classes(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("classes:\n  - name: road\n  - name: car\n")
     assert load_thing_classes(path) == ()
-    for things, message in (("[lorry]", r"things \['lorry'\] are not classes"), ("car", "must be a list"),
-                            ("[car, car]", "more than once")):
+    for things, message in (("[lorry]", r"thing classes \['lorry'\] are not in the class list"),
+                            ("car", "must be a list"), ("[car, car]", "more than once")):
         path.write_text(f"classes:\n  - name: road\n  - name: car\nthings: {things}\n")
         with pytest.raises(ValueError, match=f"mine.yaml.*{message}"):
             load_thing_classes(path)

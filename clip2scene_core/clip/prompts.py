@@ -30,6 +30,7 @@ from torch import Tensor
 
 from clip2scene_core.atomic_file import torch_save_atomically
 from clip2scene_core.clip.text_encoders import TextEncoder
+from clip2scene_core.objects.clustering import thing_class_indices
 
 logger = logging.getLogger(__name__)
 
@@ -179,12 +180,10 @@ def load_thing_classes(source: Union[str, Path]) -> tuple[str, ...]:
         things = yaml.safe_load(handle).get("things", [])
     if not isinstance(things, list):
         raise ValueError(f"{path}: 'things' must be a list of class names, got {things!r}")
-    unknown = [name for name in things if name not in names]
-    if unknown:
-        raise ValueError(f"{path}: things {unknown} are not classes of the file")
-    repeated = sorted({name for name in things if things.count(name) > 1})
-    if repeated:
-        raise ValueError(f"{path}: things lists {repeated} more than once")
+    try:
+        thing_class_indices(names, things)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
     return tuple(things)
 
 
