@@ -1,7 +1,7 @@
 """Labelling a stream of clouds while the class list changes: newest cloud first, lists swapped between clouds.
 
-This is the node's concurrency without ROS (``clip2scene_ros/segment_node.py`` only wires it to
-topics and parameters), so its ordering rules are tested without starting anything:
+This is the ROS node's concurrency without ROS (the node only wires it to topics and parameters), so
+its ordering rules are tested without starting anything:
 
 * **Newest cloud wins.** `CloudStream.submit` keeps one cloud waiting (queue depth 1); a cloud that
   replaces a waiting one is reported as dropped. One worker thread runs ``process`` on it, so
