@@ -167,10 +167,6 @@ class CloudStream(Generic[Cloud]):
         clouds; a newer request cancels this one. Returns the request's number."""
         return self.encoder.request(classes, templates, settings)
 
-    def busy(self) -> bool:
-        """True while the worker or the encoder thread has not ended yet."""
-        return self.worker.is_alive() or self.encoder.thread.is_alive()
-
     def stop(self, wait: float) -> None:
         """Stop both threads; waits at most ``wait`` s for a cloud in progress (an encode is not
         waited for: it ends within one step)."""

@@ -42,7 +42,7 @@ class NodeClient:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         names = dict(legacy_remappings()) if launched else {}
-        topic = lambda name: names.get(name, name.replace("~", node_name, 1))  # noqa: E731
+        topic = lambda name: names.get(name, name).replace("~", node_name, 1)  # noqa: E731
         self.publisher = self.node.create_publisher(PointCloud2, topic(INPUT_POINTCLOUD), reliable)
         self.outputs: list = []
         self.announcements: list[dict] = []

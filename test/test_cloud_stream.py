@@ -223,4 +223,4 @@ def test_stop_ends_both_threads():
     stream.request_classes([f"class {i}" for i in range(1024)])
     stream.stop(WAIT)
     stream.encoder.thread.join(timeout=WAIT)
-    assert stream.stopped and not stream.busy()
+    assert stream.stopped and not stream.worker.is_alive() and not stream.encoder.thread.is_alive()

@@ -135,18 +135,26 @@ def test_ros2_launch_with_a_namespace_param_set_and_a_labelled_cloud(ros2, tiny_
             client.wait_until_connected(launch)
             from rclpy.qos import ReliabilityPolicy
 
-            # The graph cache can lag behind matching: poll for the node's subscription endpoint.
-            deadline, reliabilities = time.monotonic() + 10.0, []
-            while not reliabilities and time.monotonic() < deadline:
-                endpoints = client.node.get_subscriptions_info_by_topic("/robot1/points")
-                reliabilities = [e.qos_profile.reliability for e in endpoints if e.node_name == "clip2scene_segment"]
-                time.sleep(0.1)
+            reliabilities = [e.qos_profile.reliability
+                             for e in node_endpoints(client.node.get_subscriptions_info_by_topic, "/robot1/points")]
             assert reliabilities == [ReliabilityPolicy.RELIABLE], "qos_overrides did not reach the subscription"
             check_labelled_cloud(client, ["car", "road", "tree"])
+            # The objects topic gets the private name ~/objects from the launch file.
+            assert node_endpoints(client.node.get_publishers_info_by_topic, f"{node}/objects")
         finally:
             client.close()
         assert_clean_exit(launch, stop_process_group(launch, 2.0), 2.0)
         assert "ready on cpu" in launch.output() and "fastdds.xml" in launch.output()
+
+
+def node_endpoints(by_topic, topic: str, node_name: str = "clip2scene_segment", timeout: float = 10.0) -> list:
+    """The node's endpoints on ``topic`` from ``by_topic`` (a graph query), polled: the graph cache
+    can lag behind matching."""
+    deadline, endpoints = time.monotonic() + timeout, []
+    while not endpoints and time.monotonic() < deadline:
+        endpoints = [e for e in by_topic(topic) if e.node_name == node_name]
+        time.sleep(0.1)
+    return endpoints
 
 
 def test_ros2_run_then_ctrl_c_mid_inference(ros2, tiny_checkpoint, tmp_path, rclpy_context):

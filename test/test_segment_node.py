@@ -416,5 +416,6 @@ def test_launch_file_keeps_the_earlier_topic_names(tmp_path):
     assert module.camera_names(str(ROOT / "config" / "segment.yaml")) == []
     remapped = dict(legacy_remappings("/velodyne_points", "segmented_points", ["front"]))
     assert remapped == {"~/input/pointcloud": "/velodyne_points", "~/output/pointcloud": "segmented_points",
+                        "~/output/objects": "~/objects",
                         "~/output/class_names": "class_names", "~/debug/latency_ms": "segment_latency",
                         "~/input/front/image": "front/image", "~/input/front/camera_info": "front/camera_info"}
