@@ -55,7 +55,7 @@ from rosbags.rosbag2.errors import ReaderError
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
-from clip2scene_core.objects import thing_class_indices
+from clip2scene_core.objects import validated_thing_names
 from clip2scene_ros.conversions import (MessageFormatError, cloud_to_array, dtype_to_fields, make_cloud_array,
                                         stamp_to_ns)
 
@@ -376,14 +376,10 @@ def _parse_class_list(text: str, where: str) -> tuple[str, ...]:
 
 def _parse_things(text: str, class_names: Sequence[str], where: str) -> tuple[str, ...]:
     """The optional ``things`` of a class-list JSON (bags written before it have none: ())."""
-    things = json.loads(text).get("things", [])
-    if not isinstance(things, list) or not all(isinstance(name, str) for name in things):
-        raise BagError(f"{where}: 'things' must be a list of class names, got {things!r}")
     try:
-        thing_class_indices(class_names, things)
+        return validated_thing_names(json.loads(text).get("things", []), class_names, where)
     except ValueError as error:
-        raise BagError(f"{where}: {error}") from error
-    return tuple(things)
+        raise BagError(str(error)) from error
 
 
 def _cloud_fields(message: Any, names: Sequence[str], where: str) -> dict[str, np.ndarray]:

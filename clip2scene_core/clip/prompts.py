@@ -30,7 +30,7 @@ from torch import Tensor
 
 from clip2scene_core.atomic_file import torch_save_atomically
 from clip2scene_core.clip.text_encoders import TextEncoder
-from clip2scene_core.objects.clustering import thing_class_indices
+from clip2scene_core.objects.clustering import validated_thing_names
 
 logger = logging.getLogger(__name__)
 
@@ -178,13 +178,7 @@ def load_thing_classes(source: Union[str, Path]) -> tuple[str, ...]:
     names = [item.name for item in load_class_vocabulary(path)]
     with open(path, "r", encoding="utf-8") as handle:
         things = yaml.safe_load(handle).get("things", [])
-    if not isinstance(things, list):
-        raise ValueError(f"{path}: 'things' must be a list of class names, got {things!r}")
-    try:
-        thing_class_indices(names, things)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
-    return tuple(things)
+    return validated_thing_names(things, names, str(path))
 
 
 def class_prompts(phrases: Sequence[str], templates: Sequence[str] = TEMPLATES) -> list[str]:

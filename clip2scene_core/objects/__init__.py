@@ -7,9 +7,10 @@
 * ``panoptic_quality.py``: PQ / SQ / RQ against ground-truth instances (Kirillov et al., 2019).
 """
 from .boxes import Objects, box_corners, object_boxes
-from .clustering import ClusteringParams, check_thing_classes, cluster_instances, thing_class_indices
+from .clustering import (ClusteringParams, check_thing_classes, cluster_instances, thing_class_indices,
+                         validated_thing_names)
 from .extract import extract_objects
 from .panoptic_quality import PanopticQuality
 
 __all__ = ["ClusteringParams", "Objects", "PanopticQuality", "box_corners", "check_thing_classes", "cluster_instances",
-           "extract_objects", "object_boxes", "thing_class_indices"]
+           "extract_objects", "object_boxes", "thing_class_indices", "validated_thing_names"]

@@ -112,6 +112,22 @@ def thing_class_indices(class_names: Sequence[str], thing_names: Sequence[str]) 
     return check_thing_classes([names.index(name) for name in things])
 
 
+def validated_thing_names(things: object, class_names: Sequence[str], where: str) -> tuple[str, ...]:
+    """A ``things`` list as read from a file or message (``where`` names it in errors): names of
+    ``class_names``, none twice.
+
+    Raises:
+        ValueError starting with ``where``.
+    """
+    if not isinstance(things, list) or not all(isinstance(name, str) for name in things):
+        raise ValueError(f"{where}: 'things' must be a list of class names, got {things!r}")
+    try:
+        thing_class_indices(class_names, things)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error
+    return tuple(things)
+
+
 def cluster_instances(points: np.ndarray, class_indices: np.ndarray, thing_classes: Sequence[int],
                       params: ClusteringParams = ClusteringParams()) -> np.ndarray:
     """Group the points of each thing class into objects (see the module docstring).
