@@ -13,7 +13,7 @@ from clip2scene_core.data.synthetic import SyntheticDataset
 from clip2scene_core.data.synthetic.scene import THING_CLASSES
 from clip2scene_core.objects import (
     ClusteringParams, PanopticQuality, box_corners, check_thing_classes, cluster_instances, extract_objects,
-    object_boxes, thing_class_indices,
+    object_boxes, thing_class_indices, validated_thing_names,
 )
 
 CAR, PERSON, ROAD = 1, 2, 0
@@ -169,6 +169,14 @@ def test_thing_class_names_map_to_indices_of_the_active_list():
         thing_class_indices(["road", "car"], ["car", "lorry"])
     with pytest.raises(ValueError, match=r"\['car'\] are named more than once"):
         thing_class_indices(["road", "car"], ["car", "car"])
+
+
+def test_a_things_list_read_from_a_file_is_checked_and_its_source_named():
+    assert validated_thing_names(["car"], ["road", "car"], "bag.mcap") == ("car",)
+    for things, message in (("car", "must be a list"), (["car", 3], "must be a list"),
+                            (["lorry"], r"\['lorry'\] are not in the class list"), (["car", "car"], "more than once")):
+        with pytest.raises(ValueError, match=f"^bag.mcap: .*{message}"):
+            validated_thing_names(things, ["road", "car"], "bag.mcap")
 
 
 def test_vocabularies_name_their_thing_classes(tmp_path):
