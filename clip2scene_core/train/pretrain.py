@@ -169,7 +169,7 @@ def pretraining_losses(model: nn.Module, batch: PretrainBatch, text: Tensor, con
     semantic, consistency = heads["semantic"], heads["consistency"]
     pixel = batch.pixel_features
     targets = None
-    if config["s3"]["enabled"]:
+    if config["s3"]["enabled"] and epoch >= s3_start_epoch:  # before it, the targets are the pixels' labels
         pixel_labels = pseudo_labels(pixel, text)
         targets = switchable_self_training_targets(
             pixel_labels, s3_point_labels(semantic, text, pixel_labels, config), epoch, s3_start_epoch,
