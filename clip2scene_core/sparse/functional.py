@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from clip2scene_core.sparse.kernel_map import KernelMap
+from clip2scene_core.sparse.kernel_map import KernelMap, PairGroup
 
 
 def _compute_dtype(feats: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -49,27 +49,27 @@ def gather_rows(source: torch.Tensor, index: torch.Tensor, slot: str) -> torch.T
 
 
 def _gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
-                           on_gather: Optional[Callable[[int, torch.Tensor, torch.Tensor], None]] = None
+                           on_gather: Optional[Callable[[PairGroup, torch.Tensor], None]] = None
                            ) -> torch.Tensor:
     """out (num_out, C_out) = sum over pairs of feats[in] @ weight[k] added at out rows.
 
-    Products of a `PairGroup` are written into one buffer and scattered at once.
-    on_gather(k, out_idx, gathered rows) lets the backward pass reuse each gathered block (the rows
-    live in a workspace that the next offset overwrites).
+    Per `PairGroup`, the input rows of all its offsets are gathered in one call, each offset's slice
+    is multiplied by its weight into one products buffer, and the products are scattered at once:
+    three calls per group instead of two per offset, which is most of a small layer's cost.
+    on_gather(group, gathered rows) lets the backward pass reuse the gathered block (it lives in a
+    workspace that the next group overwrites).
     """
     if kmap.identity_offset is not None:
         out = feats @ weight[kmap.identity_offset]
     else:
         out = feats.new_zeros((kmap.num_out, weight.shape[2]))
     for group in kmap.groups:
+        gathered = gather_rows(feats, group.inputs, "gathered")
         products = workspace("products", group.num_pairs, weight.shape[2], feats)
-        start = 0
-        for (k, in_idx, out_idx), size in zip(group.pairs, group.sizes):
-            gathered = gather_rows(feats, in_idx, "gathered")
-            if on_gather is not None:
-                on_gather(k, out_idx, gathered)
-            torch.mm(gathered, weight[k], out=products[start:start + size])
-            start += size
+        for k, start, end in group.spans:
+            torch.mm(gathered[start:end], weight[k], out=products[start:end])
+        if on_gather is not None:
+            on_gather(group, gathered)
         group.scatter.add_(out, products)
     return out
 
@@ -99,9 +99,11 @@ class _SparseConvolution(torch.autograd.Function):
                 if kmap.identity_offset is not None:
                     grad_weight[kmap.identity_offset] = x.t() @ grad_out
 
-                def weight_gradient(k: int, forward_in: torch.Tensor, grad_rows: torch.Tensor) -> None:
-                    # forward_in: the forward inputs of these pairs ("out" rows of the transposed map)
-                    grad_weight[k].addmm_(gather_rows(x, forward_in, "inputs").t(), grad_rows)
+                def weight_gradient(group: PairGroup, grad_rows: torch.Tensor) -> None:
+                    # group is the transposed map's: its output rows are the forward inputs
+                    inputs = gather_rows(x, group.scatter.rows, "inputs")
+                    for k, start, end in group.spans:
+                        grad_weight[k].addmm_(inputs[start:end].t(), grad_rows[start:end])
 
             if need_feats:
                 # The input gradient is the transposed convolution of the output gradient; the
@@ -110,8 +112,8 @@ class _SparseConvolution(torch.autograd.Function):
                                                     weight_gradient if need_weight else None)
                 grad_feats = grad_feats.to(ctx.input_dtypes[0])
             elif need_weight:
-                for k, in_idx, out_idx in kmap.pairs:
-                    weight_gradient(k, in_idx, gather_rows(grad_out, out_idx, "gathered"))
+                for group in kmap.transposed.groups:
+                    weight_gradient(group, gather_rows(grad_out, group.inputs, "gathered"))
             if need_weight:
                 grad_weight = grad_weight.to(ctx.input_dtypes[1])
         return grad_feats, grad_weight, None

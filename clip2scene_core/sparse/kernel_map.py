@@ -28,19 +28,20 @@ _GROUP_PAIRS = 1 << 18
 
 @dataclass(frozen=True)
 class PairGroup:
-    """Consecutive offsets of a kernel map whose products are scattered together.
+    """Consecutive offsets of a kernel map whose rows are gathered at once and scattered at once.
 
-    pairs: (k, in_idx, out_idx) triples; sizes: their pair counts; scatter: sums the stacked
-    products (sum(sizes), C) into the output rows (the out_idx of all pairs, in order).
+    spans: (k, start, end) per offset: its pairs are rows start:end of the group's stacked pairs;
+    inputs: (P,) int64 input rows of all the group's pairs, in order; scatter: sums the stacked
+    products (P, C) into their output rows (``scatter.rows``, the output row of each pair).
     """
 
-    pairs: tuple[tuple[int, torch.Tensor, torch.Tensor], ...]
-    sizes: tuple[int, ...]
+    spans: tuple[tuple[int, int, int], ...]
+    inputs: torch.Tensor
     scatter: RowScatter
 
     @property
     def num_pairs(self) -> int:
-        return sum(self.sizes)
+        return int(self.inputs.shape[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +68,7 @@ class KernelMap:
     @cached_property
     def groups(self) -> tuple[PairGroup, ...]:
         """``pairs`` cut into groups of at most _GROUP_PAIRS pairs (whole offsets; bounds the
-        buffer of stacked products a convolution holds at once)."""
+        buffers of gathered rows and stacked products a convolution holds at once)."""
         groups, current = [], []
         for pair in self.pairs:
             if current and sum(p[1].numel() for p in current) + pair[1].numel() > _GROUP_PAIRS:
@@ -76,11 +77,13 @@ class KernelMap:
             current.append(pair)
         if current:
             groups.append(current)
-        return tuple(
-            PairGroup(tuple(group), tuple(p[1].numel() for p in group),
-                      RowScatter(torch.cat([p[2] for p in group]), self.num_out))
-            for group in groups
-        )
+        return tuple(self._group(group) for group in groups)
+
+    def _group(self, pairs: list[tuple[int, torch.Tensor, torch.Tensor]]) -> PairGroup:
+        ends = torch.tensor([p[1].numel() for p in pairs]).cumsum(0).tolist()
+        spans = tuple((k, end - in_idx.numel(), end) for (k, in_idx, _), end in zip(pairs, ends))
+        return PairGroup(spans, torch.cat([p[1] for p in pairs]),
+                         RowScatter(torch.cat([p[2] for p in pairs]), self.num_out))
 
 
 def pack_keys(coords: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int], int]:
@@ -120,14 +123,25 @@ class CoordinateIndex:
         """Key difference of a neighbour at ``offset`` (dx, dy, dz) with |d| <= 1 per axis."""
         return offset[0] * self.multipliers[1] + offset[1] * self.multipliers[2] + offset[2]
 
-    def find(self, keys: torch.Tensor) -> torch.Tensor:
-        """Row index of each key in ``keys`` (Q,) int64 (keys inside the padded box); -1 if absent."""
-        if self._table is not None:
-            return self._table[keys]
-        pos = torch.searchsorted(self._sorted_keys, keys).clamp_(max=self._sorted_keys.shape[0] - 1)
-        hit = self._sorted_keys[pos] == keys
-        return torch.where(hit, self._order[pos], torch.full_like(pos, -1))
+    def find_column(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row indices (-1 if absent) of ``keys - 1``, ``keys`` and ``keys + 1``: three z-neighbours.
 
+        ``keys`` (Q,) int64 lie inside the padded box. On the sorted path this costs one binary
+        search: keys are unique and z is their fastest axis, so in sorted order the three sit at the search
+        position of ``keys - 1`` plus the number of them present before each: a few gathers instead of
+        two more binary searches.
+        """
+        if self._table is not None:
+            return self._table[keys - 1], self._table[keys], self._table[keys + 1]
+        last = self._sorted_keys.shape[0] - 1
+        pos = torch.searchsorted(self._sorted_keys, keys - 1)
+        rows = []
+        for dz in (-1, 0, 1):
+            pos = pos.clamp_(max=last)
+            hit = self._sorted_keys[pos] == keys + dz
+            rows.append(torch.where(hit, self._order[pos], torch.full_like(pos, -1)))
+            pos = pos + hit
+        return rows[0], rows[1], rows[2]
 
 def build_submanifold_map(coords: torch.Tensor) -> KernelMap:
     """3x3x3 submanifold map on coords (V, 4): outputs are the inputs' own voxels.
@@ -142,9 +156,13 @@ def build_submanifold_map(coords: torch.Tensor) -> KernelMap:
     if num == 0:
         return KernelMap(0, 0, (), identity_offset=centre)
     index = CoordinateIndex(coords)
+    neighbours = {}
+    for k in range(centre + 1, len(offsets), 3):  # offsets 3j..3j+2 share (dx, dy) and step z
+        column = index.find_column(index.keys + index.delta(offsets[k - k % 3 + 1]))
+        neighbours.update({k - k % 3 + dz: rows for dz, rows in enumerate(column)})
     pairs = []
     for k in range(centre + 1, len(offsets)):
-        neighbour = index.find(index.keys + index.delta(offsets[k]))
+        neighbour = neighbours[k]
         a = torch.nonzero(neighbour >= 0).squeeze(1)
         b = neighbour.index_select(0, a)
         pairs.append((k, b, a))  # out a reads in b = a + d
