@@ -13,63 +13,47 @@ its ordering rules are tested without starting anything:
 * **Announce before use.** An encoded list is swapped in by the worker between two clouds, and
   ``announce`` runs for a list before the first cloud labelled with it, so whoever reads the output
   has always seen the list its labels index.
-* **Per-list settings travel with the list.** A request may carry further settings that only make
-  sense with its class list (``settings``, e.g. which of its classes are things); they become active
-  together with the list, in the same swap, and reach ``process`` with it (`ClassList`).
+* **Thing classes travel with their list.** A request names which of its classes form objects
+  (``thing_classes``); they are part of the encoded `ClassSpace`, so they become active with the
+  list, in the same swap, and reach ``process`` with it.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Generic, Optional, Sequence, TypeVar
 
 from clip2scene_core.segmenter import ClassSpace, EncodingCancelled
 
 Cloud = TypeVar("Cloud")
 
 
-@dataclass(frozen=True)
-class ClassList:
-    """An encoded class list and the settings that belong to it, swapped in as one.
-
-    ``space.version`` orders lists: a larger version is a newer request.
-    """
-
-    space: ClassSpace
-    settings: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def version(self) -> int:
-        """The version of the encoded list (`ClassSpace.version`)."""
-        return self.space.version
-
-
 class ClassListEncoder:
     """Encodes the newest requested class list with ``segmenter.encode_classes`` on a daemon thread.
 
-    ``on_done(class_list)`` runs on the encoder thread for each encode that finished and is still the
-    newest request; ``on_error(message)`` when one failed (the encoder goes on with later requests).
+    ``on_done(space)`` runs on the encoder thread with the `ClassSpace` of each encode that finished
+    and is still the newest request; ``on_error(message)`` when one failed (the encoder goes on with later requests).
     """
 
-    def __init__(self, segmenter: Any, on_done: Callable[[ClassList], None],
+    def __init__(self, segmenter: Any, on_done: Callable[[ClassSpace], None],
                  on_error: Callable[[str], None]) -> None:
         self._segmenter = segmenter
         self._on_done, self._on_error = on_done, on_error
         self._condition = threading.Condition()
-        self._request: Optional[tuple[int, list[str], Optional[list[str]], dict[str, Any]]] = None
+        self._request: Optional[tuple[int, list[str], Optional[list[str]], Optional[list[str]]]] = None
         self._latest = 0
         self._stopped = False
         self.thread = threading.Thread(target=self._run, name="clip2scene-text", daemon=True)
         self.thread.start()
 
     def request(self, classes: Sequence[str], templates: Optional[Sequence[str]],
-                settings: Optional[Mapping[str, Any]] = None) -> int:
-        """Queue an encode of ``classes`` (``templates``: None = the segmenter's), cancelling any
-        older one; ``settings`` are handed on with the encoded list. Returns the request's number."""
+                thing_classes: Optional[Sequence[str]] = None) -> int:
+        """Queue an encode of ``classes`` (``templates``: None = the segmenter's; ``thing_classes``:
+        None = the vocabulary's things in the list), cancelling any older one. Returns the request's
+        number."""
         with self._condition:
             self._latest += 1
             self._request = (self._latest, list(classes), list(templates) if templates else None,
-                             dict(settings or {}))
+                             list(thing_classes) if thing_classes is not None else None)
             self._condition.notify()
             return self._latest
 
@@ -88,10 +72,10 @@ class ClassListEncoder:
                 self._condition.wait_for(lambda: self._stopped or self._request is not None)
                 if self._stopped:
                     return
-                number, classes, templates, settings = self._request
+                number, classes, templates, things = self._request
                 self._request = None
             try:
-                space = self._segmenter.encode_classes(classes, templates,
+                space = self._segmenter.encode_classes(classes, templates, thing_classes=things,
                                                        cancelled=lambda: self._superseded(number))
             except EncodingCancelled:
                 continue
@@ -100,7 +84,7 @@ class ClassListEncoder:
                     self._on_error(f"could not encode the class list {classes[:8]}: {error}")
                 continue
             if not self._superseded(number):
-                self._on_done(ClassList(space, settings))
+                self._on_done(space)
 
 
 class CloudStream(Generic[Cloud]):
@@ -109,9 +93,9 @@ class CloudStream(Generic[Cloud]):
     Args:
         segmenter: a `clip2scene_core.segmenter.Segmenter` (or anything with its ``class_space``,
             ``set_class_space`` and ``encode_classes``); its active list is the initial one.
-        process: ``process(cloud, class_list)`` labels one cloud with ``class_list`` (runs on the
-            worker thread).
-        announce: ``announce(class_list)`` makes a list known before the first cloud labelled with
+        process: ``process(cloud, space)`` labels one cloud with the `ClassSpace` ``space`` (runs on
+            the worker thread).
+        announce: ``announce(space)`` makes a list known before the first cloud labelled with
             it (called once per version, on the worker thread; the initial list at construction).
         on_failure: ``on_failure(error)`` for an exception raised by ``process`` or ``ready``
             while the stream is running; the worker goes on with the next cloud.
@@ -121,21 +105,20 @@ class CloudStream(Generic[Cloud]):
             ``ready`` instead of `submit`, and `wake` says that something changed.
         poll_period: seconds between wake-ups when nothing arrives (with ``ready``, how often it
             is asked).
-        settings: the per-list settings of the initial list.
     """
 
-    def __init__(self, segmenter: Any, process: Callable[[Cloud, ClassList], None],
-                 announce: Callable[[ClassList], None], on_failure: Callable[[BaseException], None],
+    def __init__(self, segmenter: Any, process: Callable[[Cloud, ClassSpace], None],
+                 announce: Callable[[ClassSpace], None], on_failure: Callable[[BaseException], None],
                  on_error: Callable[[str], None], ready: Optional[Callable[[], Optional[Cloud]]] = None,
-                 poll_period: float = 0.5, settings: Optional[Mapping[str, Any]] = None) -> None:
+                 poll_period: float = 0.5) -> None:
         self._segmenter = segmenter
         self._process, self._announce, self._on_failure = process, announce, on_failure
         self._ready, self._poll_period = ready, poll_period
         self._stopped = threading.Event()
         self._condition = threading.Condition()
         self._pending_cloud: Optional[Cloud] = None
-        self._pending_list: Optional[ClassList] = None
-        self._active = ClassList(segmenter.class_space, dict(settings or {}))
+        self._pending_list: Optional[ClassSpace] = None
+        self._active: ClassSpace = segmenter.class_space
         self._announced_version: Optional[int] = None
         self._announce_once(self._active)
         self.encoder = ClassListEncoder(segmenter, self._on_encoded, on_error)
@@ -143,7 +126,7 @@ class CloudStream(Generic[Cloud]):
         self.worker.start()
 
     @property
-    def active(self) -> ClassList:
+    def active(self) -> ClassSpace:
         """The class list the next cloud is labelled with."""
         with self._condition:
             return self._active
@@ -162,10 +145,11 @@ class CloudStream(Generic[Cloud]):
             self._condition.notify()
 
     def request_classes(self, classes: Sequence[str], templates: Optional[Sequence[str]] = None,
-                        settings: Optional[Mapping[str, Any]] = None) -> int:
-        """Encode ``classes`` in the background and swap them in (with ``settings``) between two
-        clouds; a newer request cancels this one. Returns the request's number."""
-        return self.encoder.request(classes, templates, settings)
+                        thing_classes: Optional[Sequence[str]] = None) -> int:
+        """Encode ``classes`` (with their ``thing_classes``, as for `ClassListEncoder.request`) in the
+        background and swap them in between two clouds; a newer request cancels this one. Returns
+        the request's number."""
+        return self.encoder.request(classes, templates, thing_classes)
 
     def stop(self, wait: float) -> None:
         """Stop both threads; waits at most ``wait`` s for a cloud in progress (an encode is not
@@ -181,23 +165,23 @@ class CloudStream(Generic[Cloud]):
         """True once `stop` was called."""
         return self._stopped.is_set()
 
-    def _on_encoded(self, class_list: ClassList) -> None:
+    def _on_encoded(self, space: ClassSpace) -> None:
         with self._condition:
-            if self._pending_list is None or class_list.version > self._pending_list.version:
-                self._pending_list = class_list
+            if self._pending_list is None or space.version > self._pending_list.version:
+                self._pending_list = space
             self._condition.notify()
 
-    def _announce_once(self, class_list: ClassList) -> None:
-        if class_list.version != self._announced_version:
-            self._announce(class_list)
-            self._announced_version = class_list.version
+    def _announce_once(self, space: ClassSpace) -> None:
+        if space.version != self._announced_version:
+            self._announce(space)
+            self._announced_version = space.version
 
-    def _swap(self, class_list: Optional[ClassList]) -> ClassList:
+    def _swap(self, space: Optional[ClassSpace]) -> ClassSpace:
         """Make a newer encoded list active (announcing it first); returns the active list."""
-        if class_list is not None and class_list.version > self._active.version:
-            self._segmenter.set_class_space(class_list.space)
+        if space is not None and space.version > self._active.version:
+            self._segmenter.set_class_space(space)
             with self._condition:
-                self._active = class_list
+                self._active = space
         self._announce_once(self._active)
         return self._active
 
@@ -207,14 +191,14 @@ class CloudStream(Generic[Cloud]):
                 self._condition.wait_for(
                     lambda: self._stopped.is_set() or self._pending_cloud is not None
                     or self._pending_list is not None, timeout=self._poll_period)
-                cloud, class_list = self._pending_cloud, self._pending_list
+                cloud, space = self._pending_cloud, self._pending_list
                 self._pending_cloud = self._pending_list = None
             if self._stopped.is_set():
                 return
             try:
                 if self._ready is not None:
                     cloud = self._ready()
-                active = self._swap(class_list)
+                active = self._swap(space)
                 if cloud is not None:
                     self._process(cloud, active)
             except Exception as error:  # never let one cloud stop the stream

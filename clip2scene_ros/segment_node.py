@@ -28,7 +28,6 @@ settings: :mod:`clip2scene_ros.transport`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -56,7 +55,7 @@ from std_msgs.msg import Float64, String
 from visualization_msgs.msg import MarkerArray
 
 from clip2scene_core.calibration import read_calibration
-from clip2scene_core.cloud_stream import ClassList, CloudStream
+from clip2scene_core.cloud_stream import CloudStream
 from clip2scene_core.palette import prediction_colors
 from clip2scene_core.segmenter import ClassSpace
 
@@ -149,8 +148,7 @@ class SegmentNode(Node):
         self._stream = CloudStream(
             self.segmenter, self._process, self._announce, self._on_failure, self.get_logger().error,
             ready=self._cloud_with_cameras if self.camera_input is not None else None,
-            poll_period=0.01 if self.camera_input is not None else 0.5,
-            settings={"thing_classes": non_empty(param("thing_classes")) or None})
+            poll_period=0.01 if self.camera_input is not None else 0.5)
         self.get_logger().info(
             f"ready on {self.segmenter.device}: {len(self.segmenter.class_space.names)} classes, "
             f"text space {self.segmenter.text_spec.get('name')}, input "
@@ -263,24 +261,16 @@ class SegmentNode(Node):
             things = non_empty(self.get_parameter("thing_classes").value) or None
             preview = classes if len(classes) <= 16 else classes[:16] + [f"... ({len(classes)} in all)"]
             self.get_logger().info(f"encoding new class list {preview}, things {things or 'of the vocabulary'}")
-            self._stream.request_classes(classes, templates, settings={"thing_classes": things})
+            self._stream.request_classes(classes, templates, thing_classes=things)
 
-    def _announce(self, class_list: ClassList) -> None:
+    def _announce(self, space: ClassSpace) -> None:
         """Publish a class list on the latched topic (the stream calls it before any cloud labelled
         with the list, once per version)."""
-        space = self._with_things(class_list)
         message = String(data=json.dumps({"version": space.version, "classes": list(space.names),
                                           "things": list(space.thing_names)}))
         self.classes_publisher.publish(message)
         if self._stream is not None:  # the initial list is announced while the stream starts
             self.get_logger().info(f"class list v{space.version} active: {len(space.names)} classes")
-
-    def _with_things(self, class_list: ClassList) -> ClassSpace:
-        """The list's class space with the thing classes of its ``thing_classes`` setting (None =
-        the vocabulary's things in the list; checked when the parameters were set)."""
-        space = class_list.space
-        things = self.segmenter.thing_indices(space.names, class_list.settings.get("thing_classes"))
-        return dataclasses.replace(space, things=things)
 
     # -- data path -------------------------------------------------------------------------------
     def _on_cloud(self, message: PointCloud2, info: Any) -> None:
@@ -315,8 +305,8 @@ class SegmentNode(Node):
         self._recent_skips.add(time.monotonic())
         self._warnings.warn(prefix, reason)
 
-    def _process(self, cloud_in: tuple[PointCloud2, float, Sequence], class_list: ClassList) -> None:
-        """Label one cloud (arrival time, paired camera images) with ``class_list`` and publish it."""
+    def _process(self, cloud_in: tuple[PointCloud2, float, Sequence], space: ClassSpace) -> None:
+        """Label one cloud (arrival time, paired camera images) with class list ``space``; publish it."""
         message, arrived, cameras = cloud_in
         cloud = read_cloud(message, self.max_points, self.intensity_scale)
         # NaN points are how organised clouds mark missing returns, so only far-away finite points
@@ -326,7 +316,7 @@ class SegmentNode(Node):
             self._warnings.warn("", f"{int(far.sum())} of {len(far)} points lie beyond max_range="
                                     f"{self.segmenter.max_range:g} m or the voxel grid: labelled unknown")
         result = self.segmenter.segment(cloud.points, cloud.network_intensity, cameras=cameras,
-                                        class_space=self._with_things(class_list))
+                                        class_space=space)
         output = segmented_cloud(cloud.points, result.labels, result.scores,
                                  prediction_colors(result.labels), intensity=cloud.intensity,
                                  frame_id=message.header.frame_id, shape=cloud.shape,

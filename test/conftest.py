@@ -1,6 +1,7 @@
 """Shared fixtures: real-data fixture paths and a safe ROS 2 environment."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -44,6 +45,26 @@ def rclpy_context(ros_env):
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
+
+
+@pytest.fixture
+def ros2_launch():
+    """The ROS 2 ``launch`` module, with the process's logging given back afterwards.
+
+    Importing launch makes every logger created later a ``LaunchLogger`` that does not propagate, so
+    the log records of later tests (e.g. the CLI's error lines) would never reach ``caplog``.
+    """
+    logger_class = logging.getLoggerClass()
+    # launch_ros, not launch: the repository's launch/ folder would import as a namespace package.
+    pytest.importorskip("launch_ros", reason="ROS 2 launch is not installable here")
+    import launch
+    import launch.logging
+
+    yield launch
+    logging.setLoggerClass(logger_class)
+    for logger in launch.logging.LaunchLogger.all_loggers:
+        if not logger.name.startswith("launch"):
+            logger.propagate = True
 
 
 @pytest.fixture(scope="session")

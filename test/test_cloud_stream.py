@@ -1,6 +1,6 @@
 """The node's worker and class-list swap without ROS (clip2scene_core.cloud_stream): a cloud is never
-labelled with a list that was not announced first, the latest list and the newest cloud win, per-list
-settings swap with their list, and failures are reported without stopping the stream."""
+labelled with a list that was not announced first, the latest list and the newest cloud win, thing
+classes swap with their list, and failures are reported without stopping the stream."""
 from __future__ import annotations
 
 import threading
@@ -17,13 +17,13 @@ WAIT = 10.0  # generous upper bound for a background thread to react; never asse
 class FakeSegmenter:
     """Stands in for Segmenter's class-list API: one ``step`` of sleep per class, honouring ``cancelled``."""
 
-    def __init__(self, step: float = 0.0, names=("car", "road")) -> None:
+    def __init__(self, step: float = 0.0, names=("car", "road"), things=()) -> None:
         self.step, self.started, self.finished, self.activated = step, [], [], []
         self._lock = threading.Lock()
         self._version = 0
-        self.class_space = ClassSpace(tuple(names), torch.zeros(len(names), 4), 0)
+        self.class_space = ClassSpace(tuple(names), torch.zeros(len(names), 4), 0, things)
 
-    def encode_classes(self, classes, templates, cancelled):
+    def encode_classes(self, classes, templates, cancelled, thing_classes=None):
         self.started.append(list(classes))
         if classes == ["bad"]:
             raise OSError("disk full")
@@ -34,7 +34,8 @@ class FakeSegmenter:
         self.finished.append(list(classes))
         with self._lock:
             self._version += 1
-            return ClassSpace(tuple(classes), torch.zeros(len(classes), 4), self._version)
+            things = tuple(classes.index(name) for name in thing_classes or [])
+            return ClassSpace(tuple(classes), torch.zeros(len(classes), 4), self._version, things)
 
     def set_class_space(self, space: ClassSpace) -> None:
         self.activated.append(space.version)
@@ -55,17 +56,16 @@ class Recorder:
         self.events, self.failures, self.errors, self.started = [], [], [], []
         self.block = block
 
-    def process(self, cloud, class_list) -> None:
+    def process(self, cloud, space) -> None:
         self.started.append(cloud)
         if self.block is not None:
             self.block.wait(WAIT)
         if cloud == "bad":
             raise ValueError("malformed cloud")
-        self.events.append(("process", cloud, class_list.version, class_list.space.names,
-                            dict(class_list.settings)))
+        self.events.append(("process", cloud, space.version, space.names, space.thing_names))
 
-    def announce(self, class_list) -> None:
-        self.events.append(("announce", class_list.version, class_list.space.names))
+    def announce(self, space) -> None:
+        self.events.append(("announce", space.version, space.names))
 
     def stream(self, segmenter, **options) -> CloudStream:
         return CloudStream(segmenter, self.process, self.announce, self.failures.append,
@@ -83,9 +83,9 @@ def test_a_newer_class_list_cancels_the_running_encode_and_wins():
     encoder.request(huge, None)
     wait_until(lambda: segmenter.started, "the huge encode to start")
     encoder.request(["a"], None)
-    encoder.request(["b", "c"], None, {"thing_classes": ["b"]})  # replaces the queued ["a"] before it starts
+    encoder.request(["b", "c"], None, ["b"])  # replaces the queued ["a"] before it starts
     wait_until(lambda: done, "the newest list")
-    assert [(c.space.names, dict(c.settings)) for c in done] == [(("b", "c"), {"thing_classes": ["b"]})]
+    assert [(space.names, space.thing_names) for space in done] == [(("b", "c"), ("b",))]
     assert not errors and huge not in segmenter.finished and ["a"] not in segmenter.finished
     encoder.request(huge, None)
     encoder.stop()
@@ -101,7 +101,7 @@ def test_encoding_errors_are_reported_and_the_encoder_goes_on():
     encoder.request(["good"], None)
     wait_until(lambda: done, "the good list")
     encoder.stop()
-    assert [c.space.names for c in done] == [("good",)]
+    assert [space.names for space in done] == [("good",)]
     assert len(errors) == 1 and "disk full" in errors[0]
 
 
@@ -116,7 +116,7 @@ def test_no_cloud_is_labelled_with_a_list_that_was_not_announced_first():
                 stream.request_classes([f"name {index}", "other"])
             time.sleep(0.001)
         stream.request_classes(["last"])
-        wait_until(lambda: stream.active.space.names == ("last",), "the last list")
+        wait_until(lambda: stream.active.names == ("last",), "the last list")
         stream.submit("final")
         wait_until(lambda: recorder.processed() and recorder.processed()[-1][1] == "final", "the last cloud")
     finally:
@@ -131,7 +131,7 @@ def test_no_cloud_is_labelled_with_a_list_that_was_not_announced_first():
     assert recorder.events[0] == ("announce", 0, ("car", "road"))  # the initial list, before any cloud
     assert recorder.processed()[-1][2:4] == (stream.active.version, ("last",))
     assert segmenter.activated == sorted(segmenter.activated)  # versions only ever go forward
-    assert segmenter.class_space is stream.active.space
+    assert segmenter.class_space is stream.active
     assert not recorder.failures and not recorder.errors
 
 
@@ -144,7 +144,7 @@ def test_the_latest_request_wins_and_older_ones_are_never_announced():
         wait_until(lambda: segmenter.started, "the huge encode to start")
         stream.request_classes(["a"])
         stream.request_classes(["b", "c"])
-        wait_until(lambda: stream.active.space.names == ("b", "c"), "the newest list")
+        wait_until(lambda: stream.active.names == ("b", "c"), "the newest list")
         stream.submit("cloud")
         wait_until(recorder.processed, "the cloud")
     finally:
@@ -154,21 +154,21 @@ def test_the_latest_request_wins_and_older_ones_are_never_announced():
     assert recorder.processed()[0][3] == ("b", "c")
 
 
-def test_per_list_settings_become_active_with_their_list():
+def test_thing_classes_become_active_with_their_list():
     recorder = Recorder()
-    stream = recorder.stream(FakeSegmenter(), settings={"thing_classes": ["car"]})
+    stream = recorder.stream(FakeSegmenter(things=(0,)))
     try:
         stream.submit("first")
         wait_until(lambda: len(recorder.processed()) == 1, "the first cloud")
-        stream.request_classes(["truck", "road"], settings={"thing_classes": ["truck"]})
-        wait_until(lambda: stream.active.space.names == ("truck", "road"), "the new list")
+        stream.request_classes(["truck", "road"], thing_classes=["truck"])
+        wait_until(lambda: stream.active.names == ("truck", "road"), "the new list")
         stream.submit("second")
         wait_until(lambda: len(recorder.processed()) == 2, "the second cloud")
     finally:
         stream.stop(WAIT)
     first, second = recorder.processed()
-    assert first[3:] == (("car", "road"), {"thing_classes": ["car"]})
-    assert second[3:] == (("truck", "road"), {"thing_classes": ["truck"]})
+    assert first[3:] == (("car", "road"), ("car",))
+    assert second[3:] == (("truck", "road"), ("truck",))
 
 
 def test_the_newest_cloud_replaces_a_waiting_one_and_counts_as_dropped():

@@ -375,14 +375,11 @@ def test_installed_executable_runs_with_the_params_file(ros_env, tiny_checkpoint
         assert received[0].width == 3000
 
 
-def test_launch_file_starts_the_node_with_the_params_file():
-    # launch_ros, not launch: the repository's launch/ folder would import as a namespace package.
-    pytest.importorskip("launch_ros", reason="ROS 2 launch is not installable here")
-    import launch
+def test_launch_file_starts_the_node_with_the_params_file(ros2_launch):
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
     source = PythonLaunchDescriptionSource(str(ROOT / "launch" / "segment.launch.py"))
-    description = source.get_launch_description(launch.LaunchContext())
+    description = source.get_launch_description(ros2_launch.LaunchContext())
     names = [entity.name for entity in description.entities if hasattr(entity, "name")]
     assert {"checkpoint", "device", "points", "segmented_points", "params_file"} <= set(names)
 
@@ -401,8 +398,7 @@ def test_intensities_of_0_to_255_are_scaled_once_automatically(client, node_proc
     assert node_process.output().count("intensity_scale auto") == 1
 
 
-def test_launch_file_keeps_the_earlier_topic_names(tmp_path):
-    pytest.importorskip("launch_ros", reason="ROS 2 launch is not installable here")
+def test_launch_file_keeps_the_earlier_topic_names(tmp_path, ros2_launch):
     import importlib.util
 
     from clip2scene_ros.topics import legacy_remappings
