@@ -114,6 +114,16 @@ def zbuffer_visible(
     return depth <= nearest[key] + tolerance
 
 
+def pinhole_pixels(camera_points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (N, 2) float64 ``(u, v)`` of camera-frame points (N, 3) in front of the
+    camera (z > 0), through the (3, 3) pinhole intrinsics ``K``."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K must have shape (3, 3), got {K.shape}")
+    uvw = np.asarray(camera_points, dtype=np.float64) @ K.T
+    return uvw[:, :2] / uvw[:, 2:3]
+
+
 def project_points_to_image(
     points: np.ndarray,
     K: np.ndarray,
@@ -132,15 +142,11 @@ def project_points_to_image(
     ``occlusion_block``-pixel blocks drops points more than ``occlusion_tolerance`` metres behind the
     nearest point of their block (see :func:`zbuffer_visible`).
     """
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"K must have shape (3, 3), got {K.shape}")
     height, width = (int(s) for s in image_size)
     camera_points = transform_points(np.asarray(points, dtype=np.float64), lidar_to_camera)
     depth = camera_points[:, 2]
     in_front = np.flatnonzero(depth > min_depth)
-    uvw = camera_points[in_front] @ K.T
-    uv = uvw[:, :2] / uvw[:, 2:3]
+    uv = pinhole_pixels(camera_points[in_front], K)
     inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
     indices = in_front[inside]
     pixels = uv[inside].astype(np.float32)

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .frame import Camera, Frame
-from .geometry import project_points_to_image
+from .geometry import pinhole_pixels, project_points_to_image, transform_points
 from .palette import IGNORE_COLOR, label_colors
 
 def save_figure(figure: Figure, path: Union[str, Path], dpi: int) -> Path:
@@ -61,19 +61,26 @@ def draw_camera_overlay(
 BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
 
 
-def draw_camera_boxes(ax, camera: Camera, corners: np.ndarray, colors: np.ndarray) -> int:
-    """Draw 3D boxes as wireframes on a camera image; a box is drawn only when all its corners
-    project into the image (in front of the camera). Returns how many were drawn.
+def draw_camera_boxes(ax, camera: Camera, corners: np.ndarray, colors: np.ndarray,
+                      min_depth: float = 1.0) -> int:
+    """Draw 3D boxes as wireframes on a camera image (drawn with `draw_camera_overlay`, whose axis
+    limits clip the edges at the image border). A box is drawn when all its corners lie more than
+    ``min_depth`` metres in front of the camera and at least one projects into the image. Returns
+    how many were drawn.
 
     corners: (K, 8, 3) metres, LiDAR frame (`clip2scene_core.objects.box_corners`); colors: (K, 3)
     float RGB in [0, 1].
     """
     drawn = 0
     for box, color in zip(np.asarray(corners), np.asarray(colors)):
-        hit = project_points_to_image(box, camera.K, camera.lidar_to_camera, (camera.height, camera.width))
-        if len(hit.indices) < 8:
+        camera_points = transform_points(box, camera.lidar_to_camera)
+        if (camera_points[:, 2] <= min_depth).any():
+            continue  # a corner behind the image plane has no meaningful projection
+        pixels = pinhole_pixels(camera_points, camera.K)
+        inside = ((pixels[:, 0] >= 0) & (pixels[:, 0] < camera.width)
+                  & (pixels[:, 1] >= 0) & (pixels[:, 1] < camera.height))
+        if not inside.any():
             continue
-        pixels = hit.pixels[np.argsort(hit.indices)]
         for start, end in BOX_EDGES:
             ax.plot(pixels[[start, end], 0], pixels[[start, end], 1], color=color, linewidth=1.2)
         drawn += 1

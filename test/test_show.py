@@ -11,7 +11,8 @@ from PIL import Image
 from clip2scene_core.cli import main
 from clip2scene_core.frame import Camera, Frame
 from clip2scene_core.palette import IGNORE_COLOR, PALETTE, label_colors
-from clip2scene_core.visualize import frame_figure, save_frame_png
+from clip2scene_core.objects import box_corners
+from clip2scene_core.visualize import draw_camera_boxes, draw_camera_overlay, frame_figure, save_frame_png
 
 
 def assert_sane_picture(path, min_size=(300, 300)):
@@ -55,6 +56,26 @@ def test_camera_overlay_draws_labelled_points_where_they_project(tmp_path):
     with pytest.raises(ValueError, match="labels for a frame"):
         frame_figure(frame, labels=np.zeros(3, np.int64))
     assert_sane_picture(save_frame_png(frame, tmp_path / "wall.png"), min_size=(200, 200))
+
+
+def test_camera_boxes_are_drawn_when_in_front_and_partly_in_view_and_clipped_at_the_border():
+    from matplotlib.figure import Figure
+
+    K = np.array([[50.0, 0.0, 40.0], [0.0, 50.0, 30.0], [0.0, 0.0, 1.0]])
+    lidar_to_camera = np.array([[0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+    camera = Camera("front", np.zeros((60, 80, 3), np.uint8), K, lidar_to_camera)
+    # (x, y, z, length, width, height, yaw): ahead in the middle; 10 m ahead straddling the left
+    # border (u = 40 - 50 y / x = 0 at y = 8); wholly outside on the left; behind the camera.
+    boxes = np.array([[10.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.0], [10.0, 8.0, 0.0, 2.0, 2.0, 2.0, 0.0],
+                      [10.0, 20.0, 0.0, 2.0, 2.0, 2.0, 0.0], [-10.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.0]])
+    corners = box_corners(boxes[:, :3], boxes[:, 3:6], boxes[:, 6])
+    colors = np.tile([1.0, 0.0, 0.0], (len(boxes), 1))
+    for selection, expected in (([0], 1), ([1], 1), ([2], 0), ([3], 0), ([0, 1, 2, 3], 2)):
+        ax = Figure().add_subplot()
+        draw_camera_overlay(ax, camera, np.zeros((0, 3)), np.zeros((0, 3)))
+        assert draw_camera_boxes(ax, camera, corners[selection], colors[selection]) == expected
+        assert ax.get_xlim() == (0.0, 80.0) and ax.get_ylim() == (60.0, 0.0)  # edges clipped, view kept
+        assert len(ax.lines) == 12 * expected
 
 
 def test_show_command_writes_a_picture_of_a_real_scan(real_data, tmp_path, capsys):
