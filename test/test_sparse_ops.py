@@ -19,7 +19,8 @@ from clip2scene_core.sparse import (
     global_pool,
 )
 from clip2scene_core.sparse import kernel_map
-from clip2scene_core.sparse.functional import sparse_convolution
+from clip2scene_core.sparse import functional
+from clip2scene_core.sparse.functional import group_pairs, sparse_convolution
 from clip2scene_core.sparse.layout import kernel_offsets
 from clip2scene_core.sparse.kernel_map import (
     build_downsample_map,
@@ -149,6 +150,28 @@ def test_convolutions_pass_gradcheck(layer):
     feats = torch.randn((kmap.num_in, 2), generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn((kernel, 2, 3), generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(sparse_convolution, (feats, weight, kmap))
+
+
+def test_pair_groups_of_any_size_give_the_same_convolution(monkeypatch):
+    g = torch.Generator().manual_seed(6)
+    x, _ = random_voxels(g, occupancy=0.5, channels=4)
+    kmap = submanifold_map(x)
+    weight = torch.randn((27, 4, 5), generator=g, dtype=torch.float64)
+
+    def run() -> list[torch.Tensor]:
+        feats, w = x.feats.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = sparse_convolution(feats, w, kmap)
+        return [out, *torch.autograd.grad(out.square().sum(), (feats, w))]
+
+    whole = run()
+    assert len(kmap.groups(group_pairs(4, 5))) == 1
+    monkeypatch.setattr(functional, "_GROUP_FLOATS", 5 * 64)  # 64 pairs per group
+    assert group_pairs(4, 5) == 64
+    assert len(kmap.groups(64)) > 10 and all(group.num_pairs <= 64 for group in kmap.groups(64)
+                                             if len(group.spans) > 1)
+    for got, want in zip(run(), whole):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert [group_pairs(1, c) for c in (1, 3, 4, 5, 1000)] == [256, 64, 64, 64, 1]
 
 
 def test_sorted_search_and_dense_table_find_the_same_neighbours(monkeypatch):

@@ -24,6 +24,8 @@ def _compute_dtype(feats: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 
 _WORKSPACE = threading.local()
+# Floats per workspace buffer of a convolution's pair group (gathered rows, products): 64 MB.
+_GROUP_FLOATS = 1 << 24
 
 
 def workspace(slot: str, rows: int, columns: int, like: torch.Tensor) -> torch.Tensor:
@@ -32,7 +34,8 @@ def workspace(slot: str, rows: int, columns: int, like: torch.Tensor) -> torch.T
     Each thread keeps one grow-only buffer per slot: on CPU a fresh large tensor per offset or layer
     costs page faults (glibc maps large blocks anew each time), which made gathers 2x slower. A
     slot's contents are valid until the next call with the same slot in the same thread. The price:
-    each thread keeps its largest temporaries (~200 MB for the default U-Net on 100k voxels).
+    each thread keeps its largest temporaries (three buffers of at most _GROUP_FLOATS floats each, see
+    `group_pairs`: 203 MB for the default U-Net on 150k voxels).
     """
     # a tensor made under inference mode cannot be written outside it
     key = (slot, like.device, like.dtype, torch.is_inference_mode_enabled())
@@ -46,6 +49,12 @@ def workspace(slot: str, rows: int, columns: int, like: torch.Tensor) -> torch.T
 def gather_rows(source: torch.Tensor, index: torch.Tensor, slot: str) -> torch.Tensor:
     """``source[index]`` written into the workspace ``slot``."""
     return torch.index_select(source, 0, index, out=workspace(slot, index.shape[0], source.shape[1], source))
+
+
+def group_pairs(in_channels: int, out_channels: int) -> int:
+    """Pairs per `PairGroup` for a layer of these widths: a power of two that keeps each of its
+    workspace buffers within _GROUP_FLOATS (the same for a layer's forward and backward)."""
+    return 1 << max(0, (_GROUP_FLOATS // max(in_channels, out_channels, 1)).bit_length() - 1)
 
 
 def _gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap,
@@ -63,7 +72,7 @@ def _gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kmap: Kern
         out = feats @ weight[kmap.identity_offset]
     else:
         out = feats.new_zeros((kmap.num_out, weight.shape[2]))
-    for group in kmap.groups:
+    for group in kmap.groups(group_pairs(feats.shape[1], weight.shape[2])):
         gathered = gather_rows(feats, group.inputs, "gathered")
         products = workspace("products", group.num_pairs, weight.shape[2], feats)
         for k, start, end in group.spans:
@@ -112,7 +121,7 @@ class _SparseConvolution(torch.autograd.Function):
                                                     weight_gradient if need_weight else None)
                 grad_feats = grad_feats.to(ctx.input_dtypes[0])
             elif need_weight:
-                for group in kmap.transposed.groups:
+                for group in kmap.transposed.groups(group_pairs(w.shape[1], w.shape[2])):
                     weight_gradient(group, gather_rows(grad_out, group.inputs, "gathered"))
             if need_weight:
                 grad_weight = grad_weight.to(ctx.input_dtypes[1])

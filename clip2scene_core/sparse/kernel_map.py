@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate
 from typing import Optional
 
 import torch
@@ -22,8 +23,6 @@ from clip2scene_core.sparse.tensor import SparseTensor, finer_coords
 _DENSE_CELLS_PER_VOXEL = 16
 _DENSE_MIN_CELLS = 1 << 18
 _MAX_KEY = 1 << 62
-# Pairs whose products are stacked before one scatter (x channels x 4 bytes of temporary memory).
-_GROUP_PAIRS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -66,22 +65,31 @@ class KernelMap:
                          self.identity_offset)
 
     @cached_property
-    def groups(self) -> tuple[PairGroup, ...]:
-        """``pairs`` cut into groups of at most _GROUP_PAIRS pairs (whole offsets; bounds the
-        buffers of gathered rows and stacked products a convolution holds at once)."""
-        groups, current = [], []
+    def _groups(self) -> dict[int, tuple[PairGroup, ...]]:
+        return {}
+
+    def groups(self, max_pairs: int) -> tuple[PairGroup, ...]:
+        """``pairs`` cut into groups of whole offsets with at most ``max_pairs`` pairs each (unless one
+        offset has more), built once per ``max_pairs``: bounds the buffers of gathered rows and
+        stacked products that a convolution holds at once."""
+        cached = self._groups.get(max_pairs)
+        if cached is not None:
+            return cached
+        groups, current, size = [], [], 0
         for pair in self.pairs:
-            if current and sum(p[1].numel() for p in current) + pair[1].numel() > _GROUP_PAIRS:
+            if current and size + pair[1].numel() > max_pairs:
                 groups.append(current)
-                current = []
+                current, size = [], 0
             current.append(pair)
+            size += pair[1].numel()
         if current:
             groups.append(current)
-        return tuple(self._group(group) for group in groups)
+        cached = self._groups[max_pairs] = tuple(self._group(group) for group in groups)
+        return cached
 
     def _group(self, pairs: list[tuple[int, torch.Tensor, torch.Tensor]]) -> PairGroup:
-        ends = torch.tensor([p[1].numel() for p in pairs]).cumsum(0).tolist()
-        spans = tuple((k, end - in_idx.numel(), end) for (k, in_idx, _), end in zip(pairs, ends))
+        sizes = [in_idx.numel() for _, in_idx, _ in pairs]
+        spans = tuple((k, end - size, end) for (k, _, _), size, end in zip(pairs, sizes, accumulate(sizes)))
         return PairGroup(spans, torch.cat([p[1] for p in pairs]),
                          RowScatter(torch.cat([p[2] for p in pairs]), self.num_out))
 
