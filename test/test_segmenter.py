@@ -70,6 +70,10 @@ def test_non_finite_points_are_unknown_and_do_not_change_the_others(segmenter):
     result = segmenter.segment(dirty, intensity)
     assert (result.labels[:5] == UNKNOWN_LABEL).all() and (result.scores[:5] == 0).all()
     assert result.labels.shape == (len(points),)
+    clean_rest = segmenter.segment(points[5:], intensity[5:])
+    np.testing.assert_array_equal(result.labels[5:], clean_rest.labels)
+    np.testing.assert_allclose(result.scores[5:], clean_rest.scores, rtol=1e-5, atol=1e-6)
+    assert (clean.labels != UNKNOWN_LABEL).all()  # the same points were labelled when finite
 
 
 def test_class_space_swap_is_atomic_and_versioned(segmenter):

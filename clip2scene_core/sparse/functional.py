@@ -63,8 +63,7 @@ def _gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kmap: Kern
     """out (num_out, C_out) = sum over pairs of feats[in] @ weight[k] added at out rows.
 
     Per `PairGroup`, the input rows of all its offsets are gathered in one call, each offset's slice
-    is multiplied by its weight into one products buffer, and the products are scattered at once:
-    three calls per group instead of two per offset, which is most of a small layer's cost.
+    is multiplied by its weight into one products buffer, and the products are scattered at once.
     on_gather(group, gathered rows) lets the backward pass reuse the gathered block (it lives in a
     workspace that the next group overwrites).
     """

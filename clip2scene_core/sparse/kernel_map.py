@@ -151,12 +151,14 @@ class CoordinateIndex:
             pos = pos + hit
         return rows[0], rows[1], rows[2]
 
+
 def build_submanifold_map(coords: torch.Tensor) -> KernelMap:
     """3x3x3 submanifold map on coords (V, 4): outputs are the inputs' own voxels.
 
-    Only the 13 offsets after the centre (lexicographically positive) are searched: if voxel b sits
-    at a + d then a sits at b - d, so the pair list of -d is the same pairs reversed. In canonical
-    order offset -d has index 26 - k(d).
+    Only the 13 offsets after the centre (lexicographically positive) are looked up, a (dx, dy) column
+    of three at a time (`CoordinateIndex.find_column`): if voxel b sits at a + d then a sits at
+    b - d, so the pair list of -d is the same pairs reversed. In canonical order offset -d has index
+    26 - k(d).
     """
     offsets = kernel_offsets(3).tolist()
     centre = len(offsets) // 2
