@@ -168,6 +168,9 @@ def test_aligned_s3_trains_eq1_on_the_points_labels_aligned_with_the_teacher(tin
     with pytest.raises(ValueError, match="s3.point_labels must be one of"):
         pretraining_losses(model, batch, text, {**aligned, "s3": {**aligned["s3"], "point_labels": "soft"}}, 0, 0,
                            torch.Generator())
+    # pretrain() checks it before anything runs (S3 would only reach it halfway through training)
+    with pytest.raises(ValueError, match="s3.point_labels must be one of"):
+        pretrain({"s3": {"point_labels": "soft"}, "data": {"root": "/nonexistent"}})
 
 
 def test_checkpoints_from_before_s3_point_labels_read_as_the_argmax():

@@ -177,12 +177,17 @@ def pretraining_losses(model: nn.Module, batch: PretrainBatch, text: Tensor, con
     return pretraining_loss(pixel, semantic, consistency, text, batch.cell_ids, targets, loss_config)
 
 
-def s3_point_labels(semantic: Tensor, text: Tensor, pixel_labels: Tensor, config: Mapping[str, Any]) -> Tensor:
-    """The points' own S3 targets as ``s3.point_labels`` asks: ``argmax`` or ``aligned``."""
+def s3_point_label_kind(config: Mapping[str, Any]) -> str:
+    """The config's ``s3.point_labels``, checked: ``argmax`` or ``aligned``."""
     kind = config["s3"]["point_labels"]
     if kind not in S3_POINT_LABELS:
         raise ValueError(f"s3.point_labels must be one of {S3_POINT_LABELS}, got {kind!r}")
-    if kind == "aligned":
+    return kind
+
+
+def s3_point_labels(semantic: Tensor, text: Tensor, pixel_labels: Tensor, config: Mapping[str, Any]) -> Tensor:
+    """The points' own S3 targets as ``s3.point_labels`` asks: ``argmax`` or ``aligned``."""
+    if s3_point_label_kind(config) == "aligned":
         return aligned_point_labels(semantic.detach(), text, pixel_labels, config["loss"]["temperature"])
     return pseudo_labels(semantic.detach(), text)
 
@@ -243,6 +248,7 @@ def pretrain(config: Optional[Mapping[str, Any]] = None) -> Path:
         ``out_dir/last.pt`` (resumable state) when ``max_steps`` stopped the run early.
     """
     cfg = merge_config(DEFAULT_PRETRAIN_CONFIG, config)
+    s3_point_label_kind(cfg)  # S3 starts halfway: a wrong value must fail now, not after hours of training
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     context = init_distributed(cfg["device"])
